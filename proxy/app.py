@@ -1,0 +1,141 @@
+"""The bare-ASGI proxy application: every vendor API path, outside Django's request stack."""
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.db import connection
+
+from proxy.adapters import client_protocol
+from proxy.adapters.base import InboundCall
+from proxy.asgi_io import Receive, Scope, Send, send_json
+from proxy.auth import authenticate
+from proxy.canonical import GatewayError
+from proxy.db import run_db
+from proxy.pipeline import Pipeline
+from proxy.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["ProxyApp", Scope, Receive, Send, re.Match], Awaitable[None]]
+
+
+def generate(protocol: str) -> Handler:
+    async def handler(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
+        await app.pipeline.handle(scope, receive, send, protocol, InboundCall())
+
+    return handler
+
+
+async def list_models(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
+    snapshot = await app.runtime.config.get()
+    try:
+        token = authenticate(scope, snapshot)
+    except GatewayError as err:
+        await send_json(send, err.status, client_protocol("openai_chat").render_error(err))
+        return
+    from routing.snapshot import model_allowed
+
+    data = [
+        {"id": route.model, "object": "model", "created": 0, "owned_by": "ds2api"}
+        for route in snapshot.public_models()
+        if model_allowed(route.model, token.team.allowed_models) and model_allowed(route.model, token.allowed_models)
+    ]
+    await send_json(send, 200, {"object": "list", "data": data})
+
+
+async def healthz(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
+    await send_json(send, 200, {"status": "ok"})
+
+
+def _database_ok() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return True
+
+
+async def readyz(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(run_db(_database_ok), 3)
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure means "not ready"; the reason is reported, not raised
+        checks["postgres"] = f"error: {type(exc).__name__}"
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+        checks["redis"] = "ok"
+    except (aioredis.RedisError, OSError) as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    finally:
+        await client.aclose()
+    ready = all(value == "ok" for value in checks.values())
+    await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not ready", "checks": checks})
+
+
+# (method, path regex, handler). Exact strings are matched first through a dict; regexes after.
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", r"/v1/chat/completions", generate("openai_chat")),
+    ("GET", r"/v1/models", list_models),
+    ("GET", r"/healthz", healthz),
+    ("GET", r"/readyz", readyz),
+]
+
+PROXY_PREFIXES = ("/v1/", "/v1beta/", "/anthropic/", "/healthz", "/readyz", "/metrics")
+OLLAMA_PATHS = {"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/api/embed", "/api/ps"}
+
+
+def is_proxy_path(path: str) -> bool:
+    return path.startswith(PROXY_PREFIXES) or path in OLLAMA_PATHS or path == "/v1"
+
+
+class ProxyApp:
+    def __init__(self) -> None:
+        self.runtime = Runtime()
+        self.pipeline = Pipeline(self.runtime)
+        self._exact: dict[tuple[str, str], Handler] = {}
+        self._patterns: list[tuple[str, re.Pattern, Handler]] = []
+        for method, path, handler in ROUTES:
+            if re.fullmatch(r"[\w/.:-]+", path):
+                self._exact[(method, path)] = handler
+            else:
+                self._patterns.append((method, re.compile(path + "$"), handler))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        handler = self._exact.get((method, path))
+        match = None
+        if handler is None:
+            for route_method, pattern, candidate in self._patterns:
+                if route_method == method and (match := pattern.match(path)):
+                    handler = candidate
+                    break
+        if handler is None:
+            known_path = any(p == path for _, p in self._exact) or any(p.match(path) for _, p, _ in self._patterns)
+            status = 405 if known_path else 404
+            message = "method not allowed" if known_path else f"unknown endpoint {method} {path}"
+            await send_json(send, status, {"error": {"message": message, "type": "invalid_request_error",
+                                                     "param": None, "code": None}})
+            return
+        await handler(self, scope, receive, send, match)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    return dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1")))

@@ -1,0 +1,24 @@
+"""Per-process state of the proxy: config snapshot, selector, upstream client, usage recorder."""
+
+from django.conf import settings
+
+from proxy.config_cache import ConfigCache
+from proxy.upstream import UpstreamClient
+from proxy.usage import UsageRecorder
+from routing.selector import Selector
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.config = ConfigCache()
+        self.selector = Selector()
+        self.upstream = UpstreamClient()
+        self.usage = UsageRecorder()
+        self.max_body = settings.DS2API_MAX_BODY_BYTES
+        self.connect_timeout = settings.DS2API_CONNECT_TIMEOUT
+        self.read_timeout = settings.DS2API_READ_TIMEOUT
+
+    async def shutdown(self) -> None:
+        await self.usage.close()
+        await self.upstream.close()
+        await self.config.close()

@@ -1,0 +1,75 @@
+"""Usage recording off the request path: rows are buffered in memory and written in batches.
+
+A slow or briefly unavailable database never slows the proxy: the buffer keeps rows (up to
+DS2API_USAGE_BUFFER_MAX) and the flusher retries. `flush()` runs at shutdown.
+"""
+
+import asyncio
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
+
+from proxy.db import run_db
+from proxy.models import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+def _write(rows: list[UsageRecord]) -> None:
+    UsageRecord.objects.bulk_create(rows, batch_size=1000)
+
+
+class UsageRecorder:
+    def __init__(self) -> None:
+        self._buffer: list[UsageRecord] = []
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._flushing = asyncio.Lock()
+        self.dropped = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._buffer)
+
+    def add(self, **fields) -> None:
+        limit = getattr(settings, "DS2API_USAGE_BUFFER_MAX", 100_000)
+        if len(self._buffer) >= limit:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("usage buffer full (%d rows): %d rows dropped so far", limit, self.dropped)
+            return
+        self._buffer.append(UsageRecord(**fields))
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        if len(self._buffer) >= settings.DS2API_USAGE_BATCH_SIZE:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), settings.DS2API_USAGE_FLUSH_SECONDS)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        async with self._flushing:
+            rows, self._buffer = self._buffer, []
+            if not rows:
+                return 0
+            try:
+                await run_db(_write, rows)
+            except (DatabaseError, InterfaceError) as exc:
+                log.warning("usage write failed (%s); keeping %d rows to retry", exc, len(rows))
+                self._buffer[:0] = rows
+                await asyncio.sleep(1.0)
+                return 0
+            return len(rows)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.flush()

@@ -1,0 +1,130 @@
+"""Writes on providers, credentials and routes. Every path (dashboard, API, config import) goes through here."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from accounts import audit
+from routing.config_events import announce_change
+from routing.keyring import get_keyring
+from routing.models import Credential, Provider, ProviderKind, Route, RouteTarget
+from routing.validators import validate_base_url
+
+DEFAULT_BASE_URLS = {
+    ProviderKind.OPENAI: "https://api.openai.com/v1",
+    ProviderKind.ANTHROPIC: "https://api.anthropic.com",
+    ProviderKind.GEMINI: "https://generativelanguage.googleapis.com",
+}
+
+
+def _clean_provider_fields(fields: dict) -> dict:
+    kind = fields.get("kind")
+    if kind is not None and kind not in ProviderKind.values:
+        raise ValidationError(f"kind must be one of {', '.join(ProviderKind.values)}")
+    if kind != ProviderKind.LOCAL and "base_url" in fields:
+        fields["base_url"] = validate_base_url(fields["base_url"] or DEFAULT_BASE_URLS.get(kind, ""))
+    return fields
+
+
+@transaction.atomic
+def save_provider(name: str, *, actor=None, actor_label: str = "", **fields) -> Provider:
+    """Create or update a provider by name."""
+    fields = _clean_provider_fields(fields)
+    provider, created = Provider.objects.update_or_create(name=name, defaults=fields)
+    audit.record("provider.create" if created else "provider.update", provider, actor=actor, actor_label=actor_label)
+    announce_change()
+    return provider
+
+
+def encrypt_secret(secret: str) -> dict:
+    secret = secret.strip()
+    if not secret:
+        raise ValidationError("a credential secret cannot be empty")
+    key_id, ciphertext = get_keyring().encrypt(secret)
+    return {"secret_ciphertext": ciphertext, "key_id": key_id, "last4": secret[-4:]}
+
+
+def reveal_secret(credential: Credential) -> str:
+    """Decrypt a credential's secret for an outbound call. Never render or log the result."""
+    return get_keyring().decrypt(credential.key_id, credential.secret_ciphertext)
+
+
+@transaction.atomic
+def save_credential(
+    provider: Provider,
+    name: str,
+    *,
+    secret: str | None = None,
+    secret_ref: str | None = None,
+    actor=None,
+    actor_label: str = "",
+    **fields,
+) -> Credential:
+    """Create or update a credential. `secret=None` keeps the stored secret (required when creating)."""
+    existing = Credential.objects.filter(provider=provider, name=name).first()
+    if existing is None and secret is None:
+        raise ValidationError(f"credential {provider.name}/{name} needs a secret")
+    if secret is not None:
+        fields.update(encrypt_secret(secret))
+    if secret_ref is not None:
+        fields["secret_ref"] = secret_ref
+    credential, created = Credential.objects.update_or_create(provider=provider, name=name, defaults=fields)
+    details = {"secret_changed": secret is not None}
+    action = "credential.create" if created else "credential.update"
+    audit.record(action, credential, actor=actor, actor_label=actor_label, details=details)
+    announce_change()
+    return credential
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    provider: Provider
+    upstream_model: str = ""
+    weight: int = 1
+
+
+@transaction.atomic
+def save_route(
+    model: str, targets: Iterable[TargetSpec], *, actor=None, actor_label: str = "", **fields
+) -> Route:
+    """Create or update a route by its client model name, replacing its targets."""
+    route, created = Route.objects.update_or_create(model=model, defaults=fields)
+    route.targets.all().delete()
+    RouteTarget.objects.bulk_create(
+        RouteTarget(route=route, provider=t.provider, upstream_model=t.upstream_model, weight=t.weight, order=i)
+        for i, t in enumerate(targets)
+    )
+    audit.record("route.create" if created else "route.update", route, actor=actor, actor_label=actor_label)
+    announce_change()
+    return route
+
+
+def rotate_keys(*, actor=None, actor_label: str = "", batch_size: int = 200, progress=None) -> int:
+    """Re-encrypt every credential not yet under the newest key. Returns how many rows changed.
+
+    Works in batches, each its own transaction, so a large table never holds one long lock and an
+    interrupted run simply continues where it stopped.
+    """
+    ring = get_keyring()
+    changed = 0
+    total = Credential.objects.exclude(key_id=ring.current_id).count()
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Credential.objects.select_for_update().exclude(key_id=ring.current_id).order_by("pk")[:batch_size]
+            )
+            if not batch:
+                break
+            for credential in batch:
+                plaintext = ring.decrypt(credential.key_id, credential.secret_ciphertext)
+                credential.key_id, credential.secret_ciphertext = ring.encrypt(plaintext)
+            Credential.objects.bulk_update(batch, ["key_id", "secret_ciphertext"])
+        changed += len(batch)
+        if progress:
+            progress(changed, total)
+    audit.record("keys.rotate", actor=actor, actor_label=actor_label, details={"rows": changed, "key_id": ring.current_id})
+    if changed:
+        announce_change()
+    return changed

@@ -1,0 +1,55 @@
+"""Validation of outbound provider URLs (SSRF guard)."""
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+_METADATA_HOSTS = {"metadata.google.internal", "metadata", "169.254.169.254", "fd00:ec2::254"}
+
+
+def _is_private(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def resolve_addresses(host: str) -> list[str]:
+    try:
+        return [ipaddress.ip_address(host).compressed]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValidationError(f"host {host!r} does not resolve") from exc
+    return sorted({info[4][0] for info in infos})
+
+
+def validate_base_url(url: str, *, allow_private: bool | None = None) -> str:
+    """Return the normalised URL, or raise ValidationError if it is not a safe upstream target."""
+    if allow_private is None:
+        allow_private = settings.DS2API_ALLOW_PRIVATE_UPSTREAMS
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"}:
+        raise ValidationError("base_url must start with http:// or https://")
+    if not parts.hostname:
+        raise ValidationError("base_url has no host")
+    if parts.username or parts.password:
+        raise ValidationError("base_url must not carry credentials; store them as a credential secret")
+    if parts.query or parts.fragment:
+        raise ValidationError("base_url must not have a query string or fragment")
+    host = parts.hostname.lower()
+    if host in _METADATA_HOSTS:
+        raise ValidationError(f"base_url host {host!r} is a cloud metadata endpoint")
+    if not allow_private:
+        for address in resolve_addresses(host):
+            if _is_private(address):
+                raise ValidationError(
+                    f"base_url host {host!r} resolves to a private or loopback address ({address}); "
+                    "set DS2API_ALLOW_PRIVATE_UPSTREAMS=1 to allow it"
+                )
+    return url.strip().rstrip("/")
