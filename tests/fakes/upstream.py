@@ -80,8 +80,6 @@ import argparse
 import asyncio
 import socket
 import struct
-import threading
-import time
 from dataclasses import asdict
 from types import ModuleType
 from urllib.parse import parse_qs
@@ -93,6 +91,7 @@ from tests.fakes import wire_anthropic, wire_gemini, wire_openai
 from tests.fakes.reply import Incoming, Reply, json_reply
 from tests.fakes.script import BadRequest
 from tests.fakes.state import FakeState, Fault
+from tests.servers import ServerThread
 
 __all__ = ["FakeApp", "FakeState", "FakeUpstream", "app", "state"]
 
@@ -328,58 +327,12 @@ state = FakeState()
 app = FakeApp(state)
 
 
-class FakeUpstream:
+class FakeUpstream(ServerThread):
     """Runs a fake upstream with its own `state` on a free port in a background thread."""
 
     def __init__(self, state: FakeState | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = state or FakeState()
-        self.host, self.port = host, port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeUpstream:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            FakeApp(self.state),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http="httptools",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [sock]},
-            name=f"fake-upstream-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake upstream did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__(FakeApp(self.state), host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:
