@@ -9,13 +9,14 @@ error event. Exactly one usage row is recorded per request, whatever happens.
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 
 from proxy.adapters import client_protocol, upstream_adapter
-from proxy.adapters.base import ClientProtocol, InboundCall
+from proxy.adapters.base import ClientProtocol, InboundCall, StreamDecoder
 from proxy.asgi_io import JSON_HEADERS, BodyTooLarge, ClientDisconnected, Receive, Scope, Send, read_body
 from proxy.auth import authenticate
 from proxy.canonical import CanonicalRequest, GatewayError, StreamEnd, StreamStart, Usage
@@ -110,6 +111,10 @@ class Pipeline:
             outcome.attempts += 1
             outcome.credential_id, outcome.provider_id = credential.id, provider.id
             outcome.upstream_kind, outcome.upstream_model = provider.kind, upstream_model
+            headers = JSON_HEADERS + _route_headers(request_id, route, provider.name)
+            if adapter.in_process:
+                return await self._in_process(send, protocol, call, request, adapter, upstream_model, provider,
+                                              receive, headers, outcome)
             upstream_request = adapter.build_request(
                 request, upstream_model=upstream_model, base_url=provider.base_url, secret=credential.secret,
                 extra_headers=provider.extra_headers,
@@ -134,24 +139,37 @@ class Pipeline:
                     if response.status in RETRYABLE_STATUS:
                         continue
                     raise last_error
-                headers = JSON_HEADERS + _route_headers(request_id, route, provider.name)
                 if not request.stream:
-                    body = await response.read()
-                    result = adapter.parse_response(body, request)
-                    result.model = request.model
-                    outcome.usage = result.usage
-                    outcome.ttfb_ms = None
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    await send({"type": "http.response.body",
-                                "body": orjson.dumps(protocol.render_response(result, request))})
+                    result = adapter.parse_response(await response.read(), request)
+                    await self._send_result(send, protocol, request, result, headers, outcome)
                     return True
-                return await self._stream(receive, send, protocol, call, request, adapter, response, headers, outcome)
+                decoder = adapter.stream_decoder(request)
+                return await self._relay(receive, send, protocol, call, request, _decoded(response, decoder),
+                                         headers, outcome)
             finally:
                 response.release()
         raise last_error or GatewayError("overloaded", "no provider credential is available")
 
-    async def _stream(self, receive, send, protocol, call, request, adapter, response, headers, outcome) -> bool:
-        decoder = adapter.stream_decoder(request)
+    async def _send_result(self, send, protocol, request, result, headers, outcome) -> None:
+        result.model = request.model
+        outcome.usage = result.usage
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_response(result, request))})
+
+    async def _in_process(self, send, protocol, call, request, adapter, upstream_model, provider, receive,
+                          headers, outcome) -> bool:
+        if not request.stream:
+            result = await adapter.complete(request, upstream_model=upstream_model, provider=provider)
+            await self._send_result(send, protocol, request, result, headers, outcome)
+            return True
+        batches = adapter.stream(request, upstream_model=upstream_model, provider=provider)
+        try:
+            return await self._relay(receive, send, protocol, call, request, batches, headers, outcome)
+        finally:
+            await batches.aclose()
+
+    async def _relay(self, receive, send, protocol, call, request, batches, headers, outcome) -> bool:
+        """Translate batches of canonical events into the client's stream framing as they arrive."""
         encoder = protocol.stream_encoder(request, call)
         stream_headers = [(b"content-type", encoder.content_type), (b"cache-control", b"no-cache")] + headers[1:]
         started = time.perf_counter()
@@ -178,11 +196,10 @@ class Pipeline:
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
 
         try:
-            async for chunk in response.content.iter_any():
+            async for events in batches:
                 if disconnect.done():
                     raise ClientDisconnected()
-                await emit(decoder.feed(chunk))
-            await emit(decoder.close())
+                await emit(events)
         except (GatewayError, aiohttp.ClientError, TimeoutError) as exc:
             err = exc if isinstance(exc, GatewayError) else GatewayError("upstream", "the provider's stream failed")
             if not sent_start:
@@ -219,6 +236,12 @@ class Pipeline:
             attempts=max(outcome.attempts, 1),
             error_type=outcome.error_type,
         )
+
+
+async def _decoded(response: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[list]:
+    async for chunk in response.content.iter_any():
+        yield decoder.feed(chunk)
+    yield decoder.close()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -4,6 +4,7 @@ Every wire format module in this package implements one or both and registers th
 talks to these interfaces and the canonical model, so N inbound + M outbound adapters give N×M paths.
 """
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,9 @@ class StreamDecoder:
 
 class UpstreamAdapter:
     kind: str = ""
+    # True for providers served inside this process (local models): the pipeline calls `complete` /
+    # `stream` instead of sending an HTTP request.
+    in_process: bool = False
 
     def build_request(
         self, request: CanonicalRequest, *, upstream_model: str, base_url: str, secret: str, extra_headers: dict
@@ -84,4 +88,13 @@ class UpstreamAdapter:
         raise NotImplementedError
 
     def parse_error(self, status: int, headers: dict[str, str], body: bytes) -> GatewayError:
+        raise NotImplementedError
+
+    # --- in-process providers only ---
+
+    async def complete(self, request: CanonicalRequest, *, upstream_model: str, provider: Any) -> CanonicalResponse:
+        raise NotImplementedError
+
+    def stream(self, request: CanonicalRequest, *, upstream_model: str, provider: Any) -> AsyncIterator[list[StreamEvent]]:
+        """Yield batches of canonical events; closing the iterator early must stop the generation."""
         raise NotImplementedError
