@@ -35,7 +35,10 @@ pytest: $(STAMP) services
 
 test: lint check pytest
 
+# `make bench` (quick: `make bench BENCH_ARGS=--quick`; with LiteLLM: `BENCH_ARGS=--with-litellm`).
 bench: $(STAMP) services
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@$(PY) -m ds2api_site.devstack secrets
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

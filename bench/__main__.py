@@ -1,0 +1,137 @@
+"""`make bench` / `python -m bench [--quick] [--with-litellm]`.
+
+Starts the fake upstream and the gateway as in production (uvicorn, several workers), then measures:
+1. added latency, sequential non-streaming chat (p50/p99, gateway minus direct);
+2. streaming: added time to first and last byte for a 200-chunk stream;
+3. throughput at 50 concurrent connections, direct vs gateway;
+4. the same for an OpenAI client served by an Anthropic upstream (conversion cost);
+5. gateway RSS per worker at rest and under load;
+6. with --with-litellm, the same against LiteLLM's proxy in front of the same fake.
+Writes bench/results.json and bench/results.md and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from bench import report
+from bench.gateway_config import BENCH_TOKEN, UPSTREAM_KEY, prepare_gateway_database
+from bench.measure import sequential, throughput
+from bench.processes import ROOT, Server, free_port, python
+
+CHAT = {"messages": [{"role": "user", "content": "Say hello to the benchmark please"}]}
+ANTHROPIC_BODY = {"model": "claude-bench", "max_tokens": 256, **CHAT}
+
+
+def scenario_bodies(stream: bool) -> dict[str, dict]:
+    extra = {"stream": True} if stream else {}
+    model = "long" if stream else "bench"
+    return {
+        "direct": {"model": model, **CHAT, **extra},
+        "gateway": {"model": "bench-long" if stream else "bench-model", **CHAT, **extra},
+        "direct_anthropic": {**ANTHROPIC_BODY, "model": "long" if stream else "claude-bench", **extra},
+        "gateway_anthropic": {"model": "bench-claude-long" if stream else "bench-claude", **CHAT, **extra},
+    }
+
+
+def targets(fake: Server, gateway: Server) -> dict[str, tuple[str, str, dict]]:
+    return {
+        "direct": (fake.url, "/v1/chat/completions", {"authorization": f"Bearer {UPSTREAM_KEY}"}),
+        "gateway": (gateway.url, "/v1/chat/completions", {"authorization": f"Bearer {BENCH_TOKEN}"}),
+        "direct_anthropic": (fake.url, "/v1/messages", {"x-api-key": UPSTREAM_KEY, "anthropic-version": "2023-06-01"}),
+        "gateway_anthropic": (gateway.url, "/v1/chat/completions", {"authorization": f"Bearer {BENCH_TOKEN}"}),
+    }
+
+
+def attempt(measure, *args, **kwargs) -> dict:
+    """Run one measurement; a scenario the gateway cannot serve yet is reported, not fatal."""
+    try:
+        return measure(*args, **kwargs)
+    except RuntimeError as exc:
+        return {"error": str(exc)[:200]}
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, server: Server):
+        super().__init__(daemon=True)
+        self.server, self.peak, self._done = server, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.25):
+            self.peak = max([self.peak, *self.server.worker_rss_mb()])
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return round(self.peak, 1)
+
+
+def run(args) -> dict:
+    env = {
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://root@127.0.0.1:5432/ds2api_bench"),
+        "DS2API_REDIS_PREFIX": "ds2api_bench",
+        "DS2API_ALLOW_PRIVATE_UPSTREAMS": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    fake = Server("fake", [python(), "-m", "tests.fakes.upstream", "--port", str(free_port()), "--workers",
+                           str(args.fake_workers)], 0, ready_path="/_fake/stats")
+    fake.port = int(fake.cmd[4])
+    fake.start()
+    results: dict = {"config": vars(args)}
+    gateway = None
+    try:
+        prepare_gateway_database(env, fake.url)
+        port = free_port()
+        gateway = Server("gateway", [
+            python(), "-m", "uvicorn", "ds2api_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(args.workers), "--lifespan", "on", "--http", "httptools", "--loop", "uvloop",
+            "--no-access-log", "--log-level", "warning"], port, env=env).start()
+        time.sleep(1.0)
+        urls = targets(fake, gateway)
+        results["rss_at_rest_mb"] = [round(x, 1) for x in gateway.worker_rss_mb()]
+        results["sequential"] = {name: attempt(sequential, *urls[name], body, args.sequential)
+                                 for name, body in scenario_bodies(False).items()}
+        results["streaming"] = {name: attempt(sequential, *urls[name], body, max(args.sequential // 5, 20), warmup=10)
+                                for name, body in scenario_bodies(True).items()}
+        sampler = RssSampler(gateway)
+        sampler.start()
+        results["throughput"] = {name: attempt(throughput, *urls[name], body, 50, args.seconds)
+                                 for name, body in scenario_bodies(False).items()}
+        results["rss_under_load_mb"] = sampler.stop()
+        if args.with_litellm:
+            from bench.litellm import measure_litellm
+
+            results["litellm"] = measure_litellm(fake, args, scenario_bodies, sequential, throughput)
+    finally:
+        if gateway:
+            gateway.stop()
+        fake.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer requests, shorter load runs")
+    parser.add_argument("--with-litellm", action="store_true", help="also measure LiteLLM's proxy")
+    parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
+    parser.add_argument("--fake-workers", type=int, default=1)
+    args = parser.parse_args()
+    args.sequential = 200 if args.quick else 1000
+    args.seconds = 4 if args.quick else 10
+    results = run(args)
+    results.update(report.environment())
+    out = ROOT / "bench"
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    markdown = report.markdown(results)
+    (out / "results.md").write_text(markdown)
+    print(markdown)
+    print(f"Wrote {Path('bench/results.json')} and {Path('bench/results.md')}")
+
+
+if __name__ == "__main__":
+    main()
