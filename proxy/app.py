@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection
 
+from proxy import ollama_api, response_store
 from proxy.adapters import client_protocol
 from proxy.adapters.base import InboundCall
 from proxy.asgi_io import Receive, Scope, Send, send_json
@@ -81,6 +82,14 @@ async def readyz(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, ma
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/v1/chat/completions", generate("openai_chat")),
     ("GET", r"/v1/models", list_models),
+    ("POST", r"/v1/responses", response_store.create_response),
+    ("GET", r"/v1/responses/(?P<id>[\w-]+)", response_store.retrieve_response),
+    ("DELETE", r"/v1/responses/(?P<id>[\w-]+)", response_store.delete_response),
+    ("POST", r"/api/chat", generate("ollama_chat")),
+    ("POST", r"/api/generate", generate("ollama_generate")),
+    ("GET", r"/api/tags", ollama_api.tags),
+    ("POST", r"/api/show", ollama_api.show),
+    ("GET", r"/api/version", ollama_api.version),
     ("GET", r"/healthz", healthz),
     ("GET", r"/readyz", readyz),
 ]

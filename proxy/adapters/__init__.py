@@ -24,4 +24,9 @@ def upstream_adapter(kind: str) -> UpstreamAdapter:
     return UPSTREAMS[kind]
 
 
+# Importing a wire-format module registers its adapters: one line per module (isort would merge them).
+# isort: off
 from proxy.adapters import openai_chat  # noqa: E402,F401  (registers itself)
+from proxy.adapters import openai_responses  # noqa: E402,F401
+from proxy.adapters import ollama  # noqa: E402,F401
+# isort: on
