@@ -5,4 +5,8 @@
 
 from ds2api_site.devstack.secret_files import ensure_secrets
 
-__all__ = ["ensure_secrets"]
+__all__ = ["ServiceError", "ensure_secrets"]
+
+
+class ServiceError(RuntimeError):
+    """Postgres or Redis was named, found or embedded but cannot be used; the message says what to do."""
