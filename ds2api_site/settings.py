@@ -87,6 +87,12 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_TASK_DEFAULT_QUEUE = f"{REDIS_PREFIX}"
+# Tasks are idempotent: acknowledge after they finish, so a worker lost mid-task has it run again elsewhere.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep the LOGGING below (JSON or plain) in workers too
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -138,11 +144,57 @@ DS2API_USAGE_BUFFER_MAX = env_int("DS2API_USAGE_BUFFER_MAX", 100_000)
 DS2API_CONNECT_TIMEOUT = env_float("DS2API_CONNECT_TIMEOUT", 10.0)
 DS2API_READ_TIMEOUT = env_float("DS2API_READ_TIMEOUT", 600.0)
 
+# --- background work (Celery beat + worker) and observability ---------------------------------------
+# Seconds between health probes of every enabled credential (one cheap request each).
+DS2API_PROBE_INTERVAL_SECONDS = env_float("DS2API_PROBE_INTERVAL_SECONDS", 60.0)
+# Seconds between usage rollup runs (each catches up on everything written since the last one).
+DS2API_ROLLUP_INTERVAL_SECONDS = env_float("DS2API_ROLLUP_INTERVAL_SECONDS", 60.0)
+# Raw usage rows (the request log) are deleted after this many days; hour and day rollups are kept.
+DS2API_USAGE_RETENTION_DAYS = env_int("DS2API_USAGE_RETENTION_DAYS", 90)
+# Minute rollups (short-range charts) are deleted after this many days.
+DS2API_MINUTE_ROLLUP_RETENTION_DAYS = env_int("DS2API_MINUTE_ROLLUP_RETENTION_DAYS", 7)
+# Stored request/response bodies (when a route keeps them) are deleted after this many days.
+DS2API_BODY_RETENTION_DAYS = env_int("DS2API_BODY_RETENTION_DAYS", 7)
+# GET /metrics: a bearer token, and/or client addresses/networks allowed without one.
+# With neither set, only loopback clients may scrape.
+DS2API_METRICS_TOKEN = env_secret("DS2API_METRICS_TOKEN")
+DS2API_METRICS_ALLOW = env_list("DS2API_METRICS_ALLOW", "")
+# One JSON line per proxied request on the `ds2api.requests` logger (stdout).
+DS2API_REQUEST_LOG = env_bool("DS2API_REQUEST_LOG", True)
+
+CELERY_BEAT_SCHEDULE = {
+    "probe-credentials": {
+        "task": "ds2api.probe_credentials",
+        "schedule": DS2API_PROBE_INTERVAL_SECONDS,
+        # A probe that could not start within its interval is stale: the next one is already due.
+        "options": {"expires": DS2API_PROBE_INTERVAL_SECONDS},
+    },
+    "roll-up-usage": {
+        "task": "ds2api.roll_up_usage",
+        "schedule": DS2API_ROLLUP_INTERVAL_SECONDS,
+        "options": {"expires": DS2API_ROLLUP_INTERVAL_SECONDS},
+    },
+    "prune-usage": {"task": "ds2api.prune_usage", "schedule": 3600.0, "options": {"expires": 3600.0}},
+    # Budget periods are checked hourly rather than at midnight on the 1st, so a missed run catches up.
+    "reset-budget-periods": {"task": "ds2api.reset_budget_periods", "schedule": 3600.0},
+    "warn-budgets": {"task": "ds2api.warn_budgets", "schedule": 300.0, "options": {"expires": 300.0}},
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "ds2api_site.jsonlog.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if env_bool("LOG_JSON") else "plain"},
+        # Request lines are always JSON, on stdout, so a log shipper can parse them without configuration.
+        "requests": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "ds2api.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},
+    },
 }
