@@ -7,6 +7,7 @@ stops the ones it started itself when it exits, and `devstack stop` stops them o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -82,6 +83,8 @@ class EmbeddedPostgres:
         # when it is imported; without it, platformdirs falls back to a shared /tmp folder.
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir / "run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Its INFO chatter (every pg_ctl call, and an atexit message) is noise here; failures log as ERROR.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
         try:
             import pgserver
         except ImportError as exc:
