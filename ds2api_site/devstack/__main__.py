@@ -51,6 +51,8 @@ def main(argv: list[str]) -> int:
     except ServiceError as exc:
         print(f"ds2api: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took over (e.g. during migrate)
+        return 130
     print(__doc__, file=sys.stderr)
     return 2
 
