@@ -143,6 +143,16 @@ DS2API_USAGE_BUFFER_MAX = env_int("DS2API_USAGE_BUFFER_MAX", 100_000)
 # Default upstream timeouts (seconds); a provider may override them.
 DS2API_CONNECT_TIMEOUT = env_float("DS2API_CONNECT_TIMEOUT", 10.0)
 DS2API_READ_TIMEOUT = env_float("DS2API_READ_TIMEOUT", 600.0)
+# Key pooling (routing/limits.py): how long a request may wait for a busy credential, how many may wait per
+# route, Redis timeout before falling back to per-process limits, in-flight lease length (renewed while a
+# request runs), and credential cooldowns (exponential backoff; non-429 failures in a row before one starts).
+DS2API_QUEUE_TIMEOUT = env_float("DS2API_QUEUE_TIMEOUT", 10.0)
+DS2API_QUEUE_MAX_WAITING = env_int("DS2API_QUEUE_MAX_WAITING", 1000)
+DS2API_REDIS_TIMEOUT = env_float("DS2API_REDIS_TIMEOUT", 0.5)
+DS2API_LEASE_SECONDS = env_float("DS2API_LEASE_SECONDS", 60.0)
+DS2API_COOLDOWN_BASE_SECONDS = env_float("DS2API_COOLDOWN_BASE_SECONDS", 1.0)
+DS2API_COOLDOWN_MAX_SECONDS = env_float("DS2API_COOLDOWN_MAX_SECONDS", 300.0)
+DS2API_COOLDOWN_AFTER_FAILURES = env_int("DS2API_COOLDOWN_AFTER_FAILURES", 3)
 
 # --- background work (Celery beat + worker) and observability ---------------------------------------
 # Seconds between health probes of every enabled credential (one cheap request each).

@@ -27,9 +27,20 @@ Handler = Callable[["ProxyApp", Scope, Receive, Send, re.Match], Awaitable[None]
 
 def generate(protocol: str) -> Handler:
     async def handler(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
-        await app.pipeline.handle(scope, receive, send, protocol, InboundCall())
+        await app.pipeline.handle(scope, receive, send, protocol, inbound_call(scope, match))
 
     return handler
+
+
+def inbound_call(scope: Scope, match: re.Match | None) -> InboundCall:
+    """What the URL says: Gemini names the model and the streaming mode in the path and `alt=sse`."""
+    groups = match.groupdict() if match else {}
+    method = groups.get("method")
+    if not method:
+        return InboundCall()
+    query = query_params(scope)
+    return InboundCall(path_model=groups.get("model"), stream=method == "streamGenerateContent",
+                       sse=query.get("alt") == "sse", query=query)
 
 
 async def list_models(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
@@ -74,9 +85,12 @@ async def readyz(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, ma
         checks["redis"] = f"error: {type(exc).__name__}"
     finally:
         await client.aclose()
+    checks["limits"] = app.runtime.limits.state  # "degraded: ..." while limits are per process
     ready = all(value == "ok" for value in checks.values())
     await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not ready", "checks": checks})
 
+
+GEMINI_MODEL = r"/(?:v1|v1beta)/models/(?P<model>[^/:]+)"
 
 # (method, path regex, handler). Exact strings are matched first through a dict; regexes after.
 ROUTES: list[tuple[str, str, Handler]] = [
@@ -90,6 +104,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", r"/api/tags", ollama_api.tags),
     ("POST", r"/api/show", ollama_api.show),
     ("GET", r"/api/version", ollama_api.version),
+    ("POST", r"/v1/messages", generate("anthropic")),
+    ("POST", r"/anthropic/v1/messages", generate("anthropic")),
+    ("POST", GEMINI_MODEL + r":(?P<method>generateContent|streamGenerateContent)", generate("gemini")),
     ("GET", r"/healthz", healthz),
     ("GET", r"/readyz", readyz),
 ]

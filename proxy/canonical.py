@@ -154,6 +154,7 @@ class StreamStart:
     id: str
     model: str
     created: int = 0
+    usage: Usage | None = None  # what the provider reported up front (prompt tokens), when it does
 
 
 @dataclass(slots=True)

@@ -1,44 +1,55 @@
 """The generation pipeline: client body -> canonical request -> upstream call -> client response.
 
-Plain or streamed; streamed responses are translated event by event as bytes arrive. Before the first
-byte reaches the client, a failing attempt (connect error, timeout, 429, 5xx) moves on to the next
-candidate credential within the route's retry budget; after it, the stream ends with the protocol's own
-error event. Exactly one usage row is recorded per request, whatever happens.
+Plain or streamed; streamed responses are translated event by event as bytes arrive. A credential is taken
+through the shared limits (one Redis round trip), waiting in a fair queue when every eligible one is busy.
+Before the first byte reaches the client, a failing attempt (connect error, timeout, 429, 401/403, 5xx, a
+stream that breaks early) moves on to the next credential or target within the route's retry budget; after
+it, the stream ends with the protocol's own error event. Each attempt's outcome feeds the credential's
+health (cooldowns, invalid keys, headroom). Exactly one usage row is recorded per request, whatever happens.
 """
 
-import asyncio
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 
 from proxy.adapters import client_protocol, upstream_adapter
-from proxy.adapters.base import ClientProtocol, InboundCall, StreamDecoder
-from proxy.asgi_io import JSON_HEADERS, BodyTooLarge, ClientDisconnected, Receive, Scope, Send, read_body
+from proxy.adapters.base import ClientProtocol, InboundCall
+from proxy.asgi_io import (
+    JSON_HEADERS,
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+)
 from proxy.auth import authenticate
-from proxy.canonical import CanonicalRequest, GatewayError, StreamEnd, StreamStart, Usage
+from proxy.canonical import CanonicalRequest, GatewayError
+from proxy.estimate import request_tokens_quick
+from proxy.outcome import Outcome
+from proxy.relay import FailedBeforeFirstByte, decoded, relay, send_result
 from proxy.runtime import Runtime
-from routing.snapshot import RouteInfo, TokenInfo, model_allowed
+from routing.limits import Lease, Settlement
+from routing.ratelimit_headers import Headroom, parse_headers
+from routing.selector import Candidate
+from routing.snapshot import RouteInfo, Snapshot, TokenInfo, model_allowed
+
+__all__ = ["Outcome", "Pipeline"]
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+PIN_HEADER = b"x-ds2-target-account"
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What the usage row will say about this request."""
+class _Retry(Exception):
+    """This attempt failed before the client saw a byte; another credential may still serve."""
 
-    status: int = 200
-    usage: Usage = field(default_factory=Usage)
-    error_type: str = ""
-    ttfb_ms: int | None = None
-    attempts: int = 0
-    credential_id: int | None = None
-    provider_id: int | None = None
-    upstream_kind: str = ""
-    upstream_model: str = ""
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _route_headers(request_id: str, route: RouteInfo | None, provider: str | None) -> list[tuple[bytes, bytes]]:
@@ -81,7 +92,8 @@ class Pipeline:
                                    code="model_not_found")
             if not model_allowed(request.model, token.allowed_models):
                 raise GatewayError("permission", f"this token may not use the model '{request.model}'", param="model")
-            sent_start = await self._forward(scope, receive, send, protocol, call, request, route, request_id, outcome)
+            sent_start = await self._forward(scope, receive, send, protocol, call, request, route, token, snapshot,
+                                             request_id, outcome)
         except GatewayError as err:
             outcome.status, outcome.error_type = err.status, err.kind
             if not sent_start:
@@ -95,26 +107,60 @@ class Pipeline:
                           route: RouteInfo | None) -> None:
         headers = JSON_HEADERS + _route_headers(request_id, route, None)
         if err.retry_after is not None:
-            headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+            headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_error(err))})
 
-    async def _forward(self, scope, receive, send, protocol, call, request, route, request_id, outcome) -> bool:
-        candidates = self.runtime.selector.candidates(route)
-        if not candidates:
+    async def _forward(self, scope, receive, send, protocol, call, request, route, token, snapshot: Snapshot,
+                       request_id, outcome) -> bool:
+        pin_raw = header(scope, PIN_HEADER)
+        pin = pin_raw.decode("latin-1").strip() if pin_raw else None
+        if pin is not None and not token.is_admin:
+            raise GatewayError("permission", "only admin tokens may pin a request with X-Ds2-Target-Account")
+        plan = self.runtime.selector.plan(route, snapshot, pin)
+        if not plan:
+            if pin is not None:
+                raise GatewayError("invalid_request", f"no credential '{pin}' serves the model '{request.model}'")
             raise GatewayError("overloaded", f"no provider credential is available for '{request.model}'")
+        prompt_estimate = request_tokens_quick(request)
+        tried: set[int] = set()
         last_error: GatewayError | None = None
-        for target, credential in candidates[: route.retry_budget + 1]:
-            provider = target.provider
-            adapter = upstream_adapter(provider.kind)
-            upstream_model = target.upstream_model or request.model
-            outcome.attempts += 1
-            outcome.credential_id, outcome.provider_id = credential.id, provider.id
-            outcome.upstream_kind, outcome.upstream_model = provider.kind, upstream_model
-            headers = JSON_HEADERS + _route_headers(request_id, route, provider.name)
+        while outcome.attempts <= route.retry_budget:
+            remaining = [c for c in plan if c.credential.id not in tried]
+            if not remaining:
+                break
+            grant = await self.runtime.admission.admit(route, remaining, token, prompt_estimate, pin,
+                                                       retry=bool(tried))
+            if grant is None:  # a retry found nothing free right now: report the failure we had
+                break
+            candidate, lease = grant
+            try:
+                return await self._attempt(receive, send, protocol, call, request, candidate, lease, request_id,
+                                           outcome, prompt_estimate)
+            except _Retry as retry:
+                last_error = retry.error
+                tried.add(candidate.credential.id)
+        raise last_error or GatewayError("overloaded", "no provider credential is available")
+
+    async def _attempt(self, receive, send, protocol, call, request, candidate: Candidate, lease: Lease,
+                       request_id, outcome: Outcome, prompt_estimate: int) -> bool:
+        """One try on one credential. Raises _Retry when another credential may still serve."""
+        target, credential, provider = candidate.target, candidate.credential, candidate.target.provider
+        adapter = upstream_adapter(provider.kind)
+        upstream_model = target.upstream_model or request.model
+        outcome.begin_attempt()
+        outcome.credential_id, outcome.provider_id, outcome.route_id = credential.id, provider.id, candidate.route.id
+        outcome.upstream_kind, outcome.upstream_model = provider.kind, upstream_model
+        headers = JSON_HEADERS + _route_headers(request_id, candidate.route, provider.name)
+        verdict, error, headroom, retry_after = "client", "", None, None
+        started = time.perf_counter()
+        try:
             if adapter.in_process:
-                return await self._in_process(send, protocol, call, request, adapter, upstream_model, provider,
-                                              receive, headers, outcome)
+                verdict = "fail"
+                sent = await self._in_process(send, receive, protocol, call, request, adapter, upstream_model,
+                                              provider, headers, outcome, started)
+                verdict = "ok"
+                return sent
             upstream_request = adapter.build_request(
                 request, upstream_model=upstream_model, base_url=provider.base_url, secret=credential.secret,
                 extra_headers=provider.extra_headers,
@@ -124,100 +170,79 @@ class Pipeline:
                     upstream_request,
                     connect_timeout=provider.connect_timeout or self.runtime.connect_timeout,
                     read_timeout=provider.read_timeout or self.runtime.read_timeout,
-                    total=route.timeout,
+                    total=candidate.route.timeout,
                 )
             except TimeoutError:
-                last_error = GatewayError("timeout", f"the provider did not answer in time ({provider.name})")
-                continue
-            except aiohttp.ClientError:
-                last_error = GatewayError("upstream", f"could not reach the provider ({provider.name})", status=502)
-                continue
+                verdict, error = "fail", "timeout"
+                raise _Retry(GatewayError("timeout", f"the provider did not answer in time ({provider.name})")) from None
+            except aiohttp.ClientError as exc:
+                verdict, error = "fail", f"connection failed: {type(exc).__name__}"
+                raise _Retry(GatewayError("upstream", f"could not reach the provider ({provider.name})",
+                                          status=502)) from None
             try:
+                headroom = parse_headers(response.headers)
                 if response.status >= 400:
-                    body = await response.read()
-                    last_error = adapter.parse_error(response.status, dict(response.headers), body)
+                    err = adapter.parse_error(response.status, dict(response.headers), await response.read())
+                    verdict, error, retry_after = _classify(response.status, err, headroom)
+                    error = error or f"HTTP {response.status}: {err.message}"[:300]
+                    if verdict == "auth":
+                        raise _Retry(GatewayError("upstream", f"the provider rejected the credential for "
+                                                  f"{provider.name}", status=502))
                     if response.status in RETRYABLE_STATUS:
-                        continue
-                    raise last_error
+                        raise _Retry(err)
+                    raise err
+                verdict = "ok"
                 if not request.stream:
                     result = adapter.parse_response(await response.read(), request)
-                    await self._send_result(send, protocol, request, result, headers, outcome)
+                    await send_result(send, protocol, request, result, headers, outcome)
+                    self._observe(candidate, started)
                     return True
-                decoder = adapter.stream_decoder(request)
-                return await self._relay(receive, send, protocol, call, request, _decoded(response, decoder),
-                                         headers, outcome)
+                try:
+                    await relay(receive, send, protocol, call, request,
+                                decoded(response, adapter.stream_decoder(request)), headers, outcome, started)
+                except FailedBeforeFirstByte as failed:
+                    verdict, error = "fail", f"stream failed: {failed.error.message}"[:300]
+                    raise _Retry(failed.error) from None
+                if outcome.stream_failed:
+                    verdict, error = "fail", "stream failed after the first byte"
+                else:
+                    self._observe(candidate, started)
+                return True
+            except TimeoutError:
+                verdict, error = "fail", "timeout"
+                raise _Retry(GatewayError("timeout", f"the provider did not answer in time ({provider.name})")) from None
             finally:
                 response.release()
-        raise last_error or GatewayError("overloaded", "no provider credential is available")
+        finally:
+            self.runtime.limits.settle(Settlement(lease, verdict, outcome.tokens_to_charge(prompt_estimate),
+                                                  retry_after, error, headroom))
 
-    async def _send_result(self, send, protocol, request, result, headers, outcome) -> None:
-        result.model = request.model
-        outcome.usage = result.usage
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_response(result, request))})
+    def _observe(self, candidate: Candidate, started: float) -> None:
+        self.runtime.selector.observe_latency(candidate.credential.id, candidate.target.upstream_model,
+                                              time.perf_counter() - started)
 
-    async def _in_process(self, send, protocol, call, request, adapter, upstream_model, provider, receive,
-                          headers, outcome) -> bool:
+    async def _in_process(self, send, receive, protocol, call, request, adapter, upstream_model, provider,
+                          headers, outcome, started) -> bool:
         if not request.stream:
             result = await adapter.complete(request, upstream_model=upstream_model, provider=provider)
-            await self._send_result(send, protocol, request, result, headers, outcome)
+            await send_result(send, protocol, request, result, headers, outcome)
             return True
         batches = adapter.stream(request, upstream_model=upstream_model, provider=provider)
         try:
-            return await self._relay(receive, send, protocol, call, request, batches, headers, outcome)
+            await relay(receive, send, protocol, call, request, batches, headers, outcome, started)
+        except FailedBeforeFirstByte as failed:
+            raise failed.error from None
         finally:
             await batches.aclose()
-
-    async def _relay(self, receive, send, protocol, call, request, batches, headers, outcome) -> bool:
-        """Translate batches of canonical events into the client's stream framing as they arrive."""
-        encoder = protocol.stream_encoder(request, call)
-        stream_headers = [(b"content-type", encoder.content_type), (b"cache-control", b"no-cache")] + headers[1:]
-        started = time.perf_counter()
-        sent_start = False
-        disconnect = asyncio.ensure_future(_wait_disconnect(receive))
-
-        async def emit(events: list) -> None:
-            nonlocal sent_start
-            out = []
-            for event in events:
-                if isinstance(event, StreamStart):
-                    event.model = request.model
-                elif isinstance(event, StreamEnd):
-                    outcome.usage = event.usage
-                piece = encoder.encode(event)
-                if piece:
-                    out.append(piece)
-            if not out:
-                return
-            if not sent_start:
-                sent_start = True
-                outcome.ttfb_ms = int((time.perf_counter() - started) * 1000)
-                await send({"type": "http.response.start", "status": 200, "headers": stream_headers})
-            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
-
-        try:
-            async for events in batches:
-                if disconnect.done():
-                    raise ClientDisconnected()
-                await emit(events)
-        except (GatewayError, aiohttp.ClientError, TimeoutError) as exc:
-            err = exc if isinstance(exc, GatewayError) else GatewayError("upstream", "the provider's stream failed")
-            if not sent_start:
-                raise err from None
-            outcome.status, outcome.error_type = 502, err.kind
-            await send({"type": "http.response.body", "body": encoder.error(err), "more_body": True})
-        finally:
-            disconnect.cancel()
-        await send({"type": "http.response.body", "body": b""})
         return True
 
     def _record(self, request_id, protocol_name, token, request, route, outcome: Outcome, started) -> None:
-        usage = outcome.usage
+        usage = outcome.final_usage(request)
         self.runtime.usage.add(
             request_id=request_id,
             token_id=token.id if token else None,
             team_id=token.team.id if token else None,
-            route_id=route.id if route else None,
+            route_id=outcome.route_id or (route.id if route else None),
             credential_id=outcome.credential_id,
             provider_id=outcome.provider_id,
             client_protocol=protocol_name,
@@ -238,14 +263,13 @@ class Pipeline:
         )
 
 
-async def _decoded(response: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[list]:
-    async for chunk in response.content.iter_any():
-        yield decoder.feed(chunk)
-    yield decoder.close()
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+def _classify(status: int, err: GatewayError, headroom: Headroom) -> tuple[str, str, float | None]:
+    """(health verdict, error note, retry-after seconds) for an upstream error status."""
+    retry_after = err.retry_after if err.retry_after is not None else headroom.retry_after
+    if status == 429:
+        return "rate", "", retry_after
+    if status in (401, 403):
+        return "auth", f"HTTP {status}: the provider rejected this key", None
+    if status in RETRYABLE_STATUS:
+        return "fail", "", retry_after
+    return "client", "", None

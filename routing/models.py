@@ -88,6 +88,13 @@ class Route(models.Model):
     enabled = models.BooleanField(default=True)
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds for the whole upstream call")
     retry_budget = models.PositiveIntegerField(default=2, help_text="Extra attempts on other credentials")
+    # Other client model names that resolve to this route.
+    aliases = models.JSONField(default=list, blank=True)
+    # Model names of other routes tried, in order, when none of this route's targets can serve.
+    fallbacks = models.JSONField(default=list, blank=True)
+    queue_timeout = models.FloatField(
+        null=True, blank=True, help_text="Seconds a request may wait for a free credential (empty: the default)"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,6 +110,8 @@ class RouteTarget(models.Model):
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="route_targets")
     upstream_model = models.CharField(max_length=200, blank=True, help_text="Empty: pass the client's name")
     weight = models.PositiveIntegerField(default=1)
+    # Priority tier: lower tiers are preferred; a higher tier only serves when no lower one can.
+    tier = models.PositiveIntegerField(default=0)
     order = models.PositiveIntegerField(default=0)
 
     class Meta:

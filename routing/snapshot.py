@@ -82,6 +82,7 @@ class TargetInfo:
     provider: ProviderInfo
     upstream_model: str  # empty: pass the client's model name through
     weight: int
+    tier: int = 0  # lower is preferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,9 @@ class RouteInfo:
     retry_budget: int
     targets: tuple[TargetInfo, ...]
     is_glob: bool
+    fallbacks: tuple[str, ...] = ()  # model names of routes to try when this one cannot serve
+    queue_timeout: float | None = None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,10 @@ class Snapshot:
     providers: dict[int, ProviderInfo]
     loaded_at: float
     broken_credentials: tuple[str, ...] = ()  # could not be decrypted with the configured keys
+    routes_alias: dict[str, RouteInfo] = field(default_factory=dict)
 
     def route_for(self, model: str) -> RouteInfo | None:
-        route = self.routes_exact.get(model)
+        route = self.routes_exact.get(model) or self.routes_alias.get(model)
         if route is not None:
             return route
         for pattern, candidate in self.routes_glob:
@@ -159,18 +164,22 @@ def build_snapshot() -> Snapshot:
     }
     exact: dict[str, RouteInfo] = {}
     globs: list[tuple[re.Pattern, RouteInfo]] = []
+    aliases: dict[str, RouteInfo] = {}
     for r in Route.objects.filter(enabled=True).prefetch_related("targets").order_by("-priority", "model"):
         targets = tuple(
-            TargetInfo(providers[t.provider_id], t.upstream_model, t.weight)
+            TargetInfo(providers[t.provider_id], t.upstream_model, t.weight, t.tier)
             for t in r.targets.all() if t.provider_id in providers
         )
         is_glob = any(ch in r.model for ch in "*?[")
-        info = RouteInfo(r.id, r.model, r.strategy, r.priority, r.timeout, r.retry_budget, targets, is_glob)
+        info = RouteInfo(r.id, r.model, r.strategy, r.priority, r.timeout, r.retry_budget, targets, is_glob,
+                         tuple(r.fallbacks or ()), r.queue_timeout, tuple(r.aliases or ()))
         if is_glob:
             globs.append((re.compile(fnmatch.translate(r.model)), info))
         else:
             exact[r.model] = info
-    return Snapshot(tokens, exact, tuple(globs), providers, time.time(), tuple(broken))
+        for alias in info.aliases:
+            aliases.setdefault(alias, info)
+    return Snapshot(tokens, exact, tuple(globs), providers, time.time(), tuple(broken), aliases)
 
 
 def model_allowed(model: str, patterns: tuple[str, ...]) -> bool:

@@ -154,7 +154,7 @@ def test_round_robin_over_credentials(fake, gateway):
 def test_health_and_readiness(gateway):
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gateway.url + "/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "limits": "ok"}
 
 
 def test_dashboard_login_is_served_by_django(gateway):

@@ -29,4 +29,8 @@ def upstream_adapter(kind: str) -> UpstreamAdapter:
 from proxy.adapters import openai_chat  # noqa: E402,F401  (registers itself)
 from proxy.adapters import openai_responses  # noqa: E402,F401
 from proxy.adapters import ollama  # noqa: E402,F401
+from proxy.adapters import anthropic  # noqa: E402,F401
+from proxy.adapters import anthropic_upstream  # noqa: E402,F401
+from proxy.adapters import gemini  # noqa: E402,F401
+from proxy.adapters import gemini_upstream  # noqa: E402,F401
 # isort: on
