@@ -13,6 +13,7 @@ Request-side estimates on the hot path (TPM charges) always use the cheap heuris
 import logging
 import math
 import threading
+import warnings
 
 from proxy.canonical import (
     CanonicalRequest,
@@ -37,9 +38,11 @@ _started = False
 def _load() -> None:
     global _encoder
     try:
-        import bpe_openai
+        with warnings.catch_warnings():  # the package still uses importlib.resources.open_binary
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import bpe_openai
 
-        _encoder = bpe_openai.get_encoding("o200k_base")
+            _encoder = bpe_openai.get_encoding("o200k_base")
     except Exception as exc:  # missing or broken package: the heuristic stays in use
         log.warning("token estimates use the 4-characters heuristic (bpe-openai unavailable: %s)", exc)
 

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from accounts import audit
 from routing.config_events import announce_change
+from routing.health import reset_health
 from routing.keyring import get_keyring
 from routing.models import Credential, Provider, ProviderKind, Route, RouteTarget
 from routing.validators import validate_base_url
@@ -75,6 +76,9 @@ def save_credential(
     action = "credential.create" if created else "credential.update"
     audit.record(action, credential, actor=actor, actor_label=actor_label, details=details)
     announce_change()
+    if secret is not None and not created:
+        # a replaced key starts healthy: an invalid or cooling verdict was about the old one
+        transaction.on_commit(lambda: reset_health(credential.id))
     return credential
 
 
@@ -83,6 +87,7 @@ class TargetSpec:
     provider: Provider
     upstream_model: str = ""
     weight: int = 1
+    tier: int = 0  # priority tier: lower is preferred
 
 
 @transaction.atomic
@@ -93,7 +98,8 @@ def save_route(
     route, created = Route.objects.update_or_create(model=model, defaults=fields)
     route.targets.all().delete()
     RouteTarget.objects.bulk_create(
-        RouteTarget(route=route, provider=t.provider, upstream_model=t.upstream_model, weight=t.weight, order=i)
+        RouteTarget(route=route, provider=t.provider, upstream_model=t.upstream_model, weight=t.weight, tier=t.tier,
+                    order=i)
         for i, t in enumerate(targets)
     )
     audit.record("route.create" if created else "route.update", route, actor=actor, actor_label=actor_label)

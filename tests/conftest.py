@@ -22,6 +22,21 @@ def _test_settings(settings):
     settings.DS2API_USAGE_FLUSH_SECONDS = 0.05
 
 
+@pytest.fixture(autouse=True)
+def _fresh_routing_state(settings):
+    """Shared limits and credential health live in Redis under the test prefix, keyed by database ids that
+    restart with every test database: each test starts from none."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}:rt:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def fake_upstream():
     with FakeUpstream() as fake:
