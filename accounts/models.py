@@ -96,3 +96,54 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target_repr}"
+
+
+class Invite(models.Model):
+    """A single-use, expiring link that makes whoever opens it a member of a team.
+
+    Like gateway tokens, only a digest of the code is stored; the link is shown once to its creator.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invites")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    digest = models.CharField(max_length=64, unique=True)
+    note = models.CharField(max_length=200, blank=True, help_text="Who the invite is for, to recognise it later")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"invite to {self.team} as {self.role}"
+
+    def is_open(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > now
+
+
+class ModelPrice(models.Model):
+    """What a model costs, in USD per million tokens. `model` is a name or a glob such as "gpt-4o*"."""
+
+    model = models.CharField(max_length=200, unique=True)
+    input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # Empty: cached input tokens cost the same as other input tokens.
+    cached_input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    output_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # Empty: reasoning tokens cost the same as other output tokens.
+    reasoning_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model

@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
+    "django_filters",
     "channels",
     "accounts",
     "routing",
@@ -40,6 +42,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -123,7 +126,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "ds2api management API", "VERSION": "0.1.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ds2api management API",
+    "DESCRIPTION": "Teams, tokens, providers, credentials, routes, prices, usage and the audit log. "
+    "Authenticate with a dashboard session or an admin gateway token (Authorization: Bearer ds2-...).",
+    "VERSION": "0.1.0",
+    "COMPONENT_SPLIT_REQUEST": True,  # request bodies without the read-only fields, responses without write-only
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"TokenStatusEnum": "accounts.api.TOKEN_STATUSES",
+                            "InviteStatusEnum": "accounts.api.INVITE_STATUSES"},
+}
 
 # --- ds2api knobs --------------------------------------------------------------------------------
 # Provider-secret key ring: comma-separated Fernet keys, newest first. Never derived from SECRET_KEY.

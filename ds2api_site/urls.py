@@ -2,10 +2,16 @@
 
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts.api_urls import api_urlpatterns as account_api
 from accounts.urls import urlpatterns as account_urls
 
 urlpatterns = [
+    # The proxy owns the exact Ollama paths (/api/chat, /api/tags, ...); the management API avoids them.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/", include(account_api)),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include(account_urls)),

@@ -3,7 +3,7 @@
 import time
 from urllib.parse import parse_qsl
 
-from accounts.tokens import PREFIX_LENGTH, digests_match, token_digest
+from accounts.tokens import PREFIX_LENGTH, digests_match, ip_allowed, token_digest
 from proxy.asgi_io import Scope
 from proxy.canonical import GatewayError
 from routing.snapshot import Snapshot, TokenInfo
@@ -35,4 +35,6 @@ def authenticate(scope: Scope, snapshot: Snapshot) -> TokenInfo:
         raise GatewayError("authentication", "invalid gateway token")
     if info.revoked or info.expired(time.time()):
         raise GatewayError("authentication", "this gateway token has expired or been revoked")
+    if info.allowed_ips and not ip_allowed((scope.get("client") or (None,))[0], info.allowed_ips):
+        raise GatewayError("permission", "this gateway token may not be used from this address")
     return info

@@ -15,6 +15,7 @@ import uuid
 import aiohttp
 import orjson
 
+from accounts import budgets
 from proxy.adapters import client_protocol, upstream_adapter
 from proxy.adapters.base import ClientProtocol, InboundCall
 from proxy.asgi_io import (
@@ -77,6 +78,7 @@ class Pipeline:
         try:
             snapshot = await self.runtime.config.get()
             token = authenticate(scope, snapshot)
+            await budgets.check(token)  # 429 budget_exceeded once the token's or team's month is spent
             try:
                 raw = await read_body(receive, self.runtime.max_body)
             except BodyTooLarge:

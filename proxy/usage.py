@@ -10,6 +10,7 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 
+from accounts import budgets, pricing
 from proxy.db import run_db
 from proxy.models import UsageRecord
 
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def _write(rows: list[UsageRecord]) -> None:
+    pricing.apply_costs(rows)
     UsageRecord.objects.bulk_create(rows, batch_size=1000)
+    budgets.add_spend(rows)  # after the rows are stored: a rebuilt counter already includes them
 
 
 class UsageRecorder:
