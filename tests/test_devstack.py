@@ -155,7 +155,8 @@ def test_a_missing_database_is_created_and_a_dead_server_is_reported(tmp_path):
         sock.bind(("127.0.0.1", 0))
         dead = sock.getsockname()[1]
     with pytest.raises(ServiceError, match="does not answer"):
-        ensure_services({"DATABASE_URL": settings.DATABASE_URL, "REDIS_URL": f"redis://127.0.0.1:{dead}/0"},
+        existing = urlsplit(settings.DATABASE_URL)._replace(path="/postgres").geturl()
+        ensure_services({"DATABASE_URL": existing, "REDIS_URL": f"redis://127.0.0.1:{dead}/0"},
                         data_dir=tmp_path, out=StringIO())
 
 
@@ -246,11 +247,12 @@ def _get(url: str) -> tuple[int, str]:
 
 def test_devstack_run_serves_login_and_stops_cleanly_on_sigterm(tmp_path):
     url = _scratch_database_url("run")
+    prefix = f"{settings.REDIS_PREFIX}-run"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, PORT=str(port), HOST="127.0.0.1",
-               DS2API_DATA_DIR=str(tmp_path), DS2API_REDIS_PREFIX=f"devstack-run-{uuid.uuid4().hex[:8]}")
+               DS2API_DATA_DIR=str(tmp_path), DS2API_REDIS_PREFIX=prefix)
     for name in ("DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FILE", "DS2API_ENCRYPTION_KEYS",
                  "DS2API_ENCRYPTION_KEYS_FILE", "DS2API_ADMIN_PASSWORD"):
         env.pop(name, None)
@@ -280,6 +282,9 @@ def test_devstack_run_serves_login_and_stops_cleanly_on_sigterm(tmp_path):
             process.kill()
             process.wait()
         _drop_database(url)
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter(match=f"{prefix}:*"):  # the Celery queue bindings it left
+            client.delete(key)
     deadline = time.monotonic() + 5
     while _get(f"http://127.0.0.1:{port}/healthz")[0] and time.monotonic() < deadline:
         time.sleep(0.1)
