@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 
 from accounts import budgets, pricing
+from proxy import live_feed
 from proxy.db import run_db
 from proxy.models import UsageRecord
 
@@ -70,6 +71,7 @@ class UsageRecorder:
                 self._buffer[:0] = rows
                 await asyncio.sleep(1.0)
                 return 0
+            live_feed.schedule_usage(rows)  # the dashboard's live counters and request log
             return len(rows)
 
     async def close(self) -> None:

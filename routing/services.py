@@ -134,3 +134,72 @@ def rotate_keys(*, actor=None, actor_label: str = "", batch_size: int = 200, pro
     if changed:
         announce_change()
     return changed
+
+
+# --- deletes and bulk import (dashboard) ------------------------------------------------------------
+
+
+@transaction.atomic
+def delete_provider(provider: Provider, *, actor=None, actor_label: str = "") -> None:
+    """Delete a provider with its credentials and route targets (usage rows keep their plain ids)."""
+    audit.record("provider.delete", provider, actor=actor, actor_label=actor_label,
+                 details={"credentials": provider.credentials.count()})
+    provider.delete()
+    announce_change()
+
+
+@transaction.atomic
+def delete_credential(credential: Credential, *, actor=None, actor_label: str = "") -> None:
+    audit.record("credential.delete", credential, actor=actor, actor_label=actor_label)
+    credential.delete()
+    announce_change()
+
+
+@transaction.atomic
+def delete_route(route: Route, *, actor=None, actor_label: str = "") -> None:
+    audit.record("route.delete", route, actor=actor, actor_label=actor_label)
+    route.delete()
+    announce_change()
+
+
+@dataclass(frozen=True)
+class BulkImport:
+    created: list[Credential]
+    duplicates: int  # pasted keys this provider already holds (skipped)
+
+
+@transaction.atomic
+def add_credentials(
+    provider: Provider,
+    entries: Iterable[tuple[str | None, str]],
+    *,
+    name_prefix: str = "key",
+    actor=None,
+    actor_label: str = "",
+) -> BulkImport:
+    """Add many keys at once: (name or None, secret) pairs. Keys already stored are skipped, all or nothing.
+
+    Unnamed keys get `<name_prefix>-<n>` with the first free numbers. A name that already exists is an
+    error rather than a silent secret replacement: replacing a key is a deliberate, separate action.
+    """
+    existing = {c.name: c for c in provider.credentials.all()}
+    stored_secrets = {reveal_secret(c) for c in existing.values()}
+    taken = set(existing)
+    created, duplicates, seen = [], 0, set()
+    counter = 1
+    for name, secret in entries:
+        secret = secret.strip()
+        if secret in stored_secrets or secret in seen:
+            duplicates += 1
+            continue
+        seen.add(secret)
+        if name is None:
+            while f"{name_prefix}-{counter}" in taken:
+                counter += 1
+            name = f"{name_prefix}-{counter}"
+        elif name in taken:
+            raise ValidationError(f"{provider.name} already has a credential named {name!r}")
+        taken.add(name)
+        created.append(save_credential(provider, name, secret=secret, actor=actor, actor_label=actor_label))
+    return BulkImport(created, duplicates)
+
