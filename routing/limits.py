@@ -157,6 +157,10 @@ class Limits:
     def state(self) -> str:
         return "degraded: per-process limits (Redis unreachable)" if self.degraded else "ok"
 
+    def use_redis(self, url: str) -> None:
+        """Point at another Redis (operations and tests); the next call connects to it."""
+        self.redis_url, self._client, self._loop = url, None, None
+
     def new_lease_id(self) -> str:
         return f"{self._process}:{next(self._ids)}"
 

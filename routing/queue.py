@@ -38,6 +38,11 @@ class FairQueue:
         line = self._lines.get(key)
         return len(line) if line else 0
 
+    @property
+    def depth(self) -> int:
+        """Requests waiting in this process, all lines together (for metrics and tests)."""
+        return sum(len(line) for line in self._lines.values())
+
     def kick(self) -> None:
         """A lease was released in this process: let every head try again."""
         for line in self._lines.values():
