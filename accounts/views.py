@@ -44,10 +44,10 @@ class ThrottledLoginView(auth_views.LoginView):
         return response
 
     def _locked(self, request, retry_after: int) -> HttpResponse:
-        form = self.get_form_class()(request)
         minutes = max(1, round(retry_after / 60))
-        form.add_error(None, f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
-        response = self.render_to_response(self.get_context_data(form=form))
+        message = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        form = self.get_form_class()(request, initial={"username": request.POST.get("username", "")})
+        response = self.render_to_response(self.get_context_data(form=form, locked_message=message))
         response.status_code = 429
         response["Retry-After"] = str(retry_after)
         return response
