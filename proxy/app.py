@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection
 
-from proxy import ollama_api, response_store
+from proxy import metrics, ollama_api, response_store
 from proxy.adapters import client_protocol
 from proxy.adapters.base import InboundCall
 from proxy.asgi_io import Receive, Scope, Send, send_json
@@ -109,6 +109,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", GEMINI_MODEL + r":(?P<method>generateContent|streamGenerateContent)", generate("gemini")),
     ("GET", r"/healthz", healthz),
     ("GET", r"/readyz", readyz),
+    ("GET", r"/metrics", metrics.metrics_endpoint),
 ]
 
 PROXY_PREFIXES = ("/v1/", "/v1beta/", "/anthropic/", "/healthz", "/readyz", "/metrics")

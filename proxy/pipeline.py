@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from accounts import budgets
+from proxy import metrics
 from proxy.adapters import client_protocol, upstream_adapter
 from proxy.adapters.base import ClientProtocol, InboundCall
 from proxy.asgi_io import (
@@ -263,6 +264,7 @@ class Pipeline:
             attempts=max(outcome.attempts, 1),
             error_type=outcome.error_type,
         )
+        metrics.observe_request(self.runtime, request_id, protocol_name, token, request, route, outcome, usage, started)
 
 
 def _classify(status: int, err: GatewayError, headroom: Headroom) -> tuple[str, str, float | None]:

@@ -176,9 +176,11 @@ def _import_providers(data, checker, report, prune, actor_label):
         fields = {k: spec[k] for k in ("kind", "extra_headers", "connect_timeout", "read_timeout", "options", "enabled") if k in spec}
         fields["base_url"] = spec.get("base_url") or ""
         existed = Provider.objects.filter(name=spec["name"]).exists()
-        provider = _with_path(f"{path}.base_url", services.save_provider, spec["name"], actor_label=actor_label, **fields)
+        where = f"{path}.options" if spec["kind"] == ProviderKind.LOCAL else f"{path}.base_url"
+        provider = _with_path(where, services.save_provider, spec["name"], actor_label=actor_label, **fields)
         (report.updated if existed else report.created).append(f"provider {provider.name}")
-        cred_names = set()
+        # A local provider's own credential is made by save_provider, not named in the file.
+        cred_names = {services.LOCAL_CREDENTIAL} if spec["kind"] == ProviderKind.LOCAL else set()
         for j, raw_cred in enumerate(checker.items(spec.get("credentials"), f"{path}.credentials")):
             cpath = f"{path}.credentials[{j}]"
             cred = checker.mapping(raw_cred, cpath, _CREDENTIAL_FIELDS, ("name", "secret"))
@@ -328,6 +330,7 @@ def export_config() -> dict:
                     "enabled": None if c.enabled else False,
                 })
                 for c in provider.credentials.all()
+                if not (provider.kind == ProviderKind.LOCAL and c.name == services.LOCAL_CREDENTIAL)
             ],
         }))
     routes = []

@@ -26,7 +26,24 @@ def _clean_provider_fields(fields: dict) -> dict:
         raise ValidationError(f"kind must be one of {', '.join(ProviderKind.values)}")
     if kind != ProviderKind.LOCAL and "base_url" in fields:
         fields["base_url"] = validate_base_url(fields["base_url"] or DEFAULT_BASE_URLS.get(kind, ""))
+    if kind == ProviderKind.LOCAL:
+        fields["options"], fields["base_url"] = _local_options(fields.get("options")), ""
     return fields
+
+
+# A local provider runs its model in process, but the selector picks credentials: each local provider gets
+# this one (its placeholder secret is never sent anywhere), and its tile shows the model's state.
+LOCAL_CREDENTIAL = "model"
+
+
+def _local_options(options) -> dict:
+    """Refuse a local provider without the `local` extra or with a model path that does not exist."""
+    from proxy.local_models.options import LocalOptionsError, check_local_options  # imports no torch
+
+    try:
+        return check_local_options(options)
+    except LocalOptionsError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 @transaction.atomic
@@ -35,6 +52,8 @@ def save_provider(name: str, *, actor=None, actor_label: str = "", **fields) -> 
     fields = _clean_provider_fields(fields)
     provider, created = Provider.objects.update_or_create(name=name, defaults=fields)
     audit.record("provider.create" if created else "provider.update", provider, actor=actor, actor_label=actor_label)
+    if provider.kind == ProviderKind.LOCAL and not provider.credentials.exists():
+        save_credential(provider, LOCAL_CREDENTIAL, secret="in-process", actor=actor, actor_label=actor_label)  # noqa: S106
     announce_change()
     return provider
 

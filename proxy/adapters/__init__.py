@@ -33,4 +33,5 @@ from proxy.adapters import anthropic  # noqa: E402,F401
 from proxy.adapters import anthropic_upstream  # noqa: E402,F401
 from proxy.adapters import gemini  # noqa: E402,F401
 from proxy.adapters import gemini_upstream  # noqa: E402,F401
+from proxy.adapters import local  # noqa: E402,F401  (imports no torch until a local model is used)
 # isort: on
