@@ -3,10 +3,8 @@ and the price table usage is costed with."""
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import timedelta
 
-from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -18,8 +16,9 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from accounts import pricing, selectors
+from accounts import audit, pricing, selectors
 from accounts.api_base import ManagementViewSet
+from accounts.csv_export import csv_response
 from accounts.filters import AuditEventFilter, PriceFilter
 from accounts.models import AuditEvent, ModelPrice
 from accounts.permissions import require_platform_admin
@@ -169,27 +168,6 @@ class CSVRenderer(BaseRenderer):
         return buffer.getvalue().encode()
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _cell(value) -> str:
-    text = "" if value is None else str(value)
-    # Spreadsheets run cells that start like a formula; names in the log come from users.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def _csv_lines(events) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(["time", "actor", "team", "action", "target_type", "target_id", "target", "ip", "details"])
-    for event in events:
-        yield writer.writerow([_cell(v) for v in (
-            event.created_at.isoformat(), event.actor_label, event.team.name if event.team else "", event.action,
-            event.target_type, event.target_id, event.target_repr, event.ip, event.details or "",
-        )])
-
-
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ManagementViewSet):
     """Who changed what, when, from where. Team admins and owners see their teams' events."""
 
@@ -206,6 +184,5 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Manage
     def export(self, request):
         """The filtered events as CSV (newest first, at most 100,000 rows)."""
         events = self.filter_queryset(self.get_queryset())[:CSV_ROW_LIMIT]
-        response = StreamingHttpResponse(_csv_lines(events.iterator()), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="audit-{timezone.now():%Y%m%d-%H%M%S}.csv"'
-        return response
+        return csv_response(f"audit-{timezone.now():%Y%m%d-%H%M%S}.csv", audit.CSV_COLUMNS,
+                            (audit.csv_row(event) for event in events.iterator()))

@@ -6,6 +6,7 @@ and failed sign-ins are recorded from Django's auth signals (connected in `Accou
 """
 
 import contextvars
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,9 @@ def record(
     ip: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    clean = {k: v for k, v in (details or {}).items() if not any(word in k.lower() for word in _SECRET_WORDS)}
+    # A key that names a secret value ("secret", "new_password", ...) is dropped; one that only says
+    # something about it ("secret_changed") is kept.
+    clean = {k: v for k, v in (details or {}).items() if not k.lower().endswith(_SECRET_WORDS)}
     return AuditEvent.objects.create(
         actor=actor if getattr(actor, "pk", None) else None,
         actor_label=(actor_label or (getattr(actor, "get_username", lambda: "")() if actor else "system"))[:150],
@@ -40,6 +43,16 @@ def record(
         ip=ip or _request_ip.get(),
         details=clean,
     )
+
+
+CSV_COLUMNS = ["time_utc", "actor", "team", "action", "target_type", "target_id", "target", "ip", "details"]
+
+
+def csv_row(event: AuditEvent) -> list:
+    """One event as a CSV row under CSV_COLUMNS (the dashboard's and the API's export)."""
+    return [event.created_at.isoformat(), event.actor_label, event.team.name if event.team else "", event.action,
+            event.target_type, event.target_id, event.target_repr, event.ip or "",
+            json.dumps(event.details, sort_keys=True) if event.details else ""]
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -222,3 +222,63 @@ def add_credentials(
         created.append(save_credential(provider, name, secret=secret, actor=actor, actor_label=actor_label))
     return BulkImport(created, duplicates)
 
+
+# --- updates by id (management API): unlike save_*, these can rename --------------------------------
+
+
+@transaction.atomic
+def update_provider(provider: Provider, *, actor=None, actor_label: str = "", **fields) -> Provider:
+    name = fields.get("name", provider.name)
+    if Provider.objects.filter(name=name).exclude(pk=provider.pk).exists():
+        raise ValidationError({"name": f"a provider named {name!r} already exists"})
+    if fields.keys() & {"kind", "base_url", "options"}:
+        current = {"kind": provider.kind, "base_url": provider.base_url, "options": provider.options}
+        fields.update(_clean_provider_fields({**current, **fields}))
+    for key, value in fields.items():
+        setattr(provider, key, value)
+    provider.save()
+    audit.record("provider.update", provider, actor=actor, actor_label=actor_label,
+                 details={"fields": sorted(fields)})
+    announce_change()
+    return provider
+
+
+@transaction.atomic
+def update_credential(
+    credential: Credential, *, secret: str | None = None, actor=None, actor_label: str = "", **fields
+) -> Credential:
+    """Change a credential's settings and/or replace its secret (the old secret is never shown)."""
+    name = fields.get("name", credential.name)
+    if Credential.objects.filter(provider=credential.provider, name=name).exclude(pk=credential.pk).exists():
+        raise ValidationError({"name": f"{credential.provider.name} already has a credential named {name!r}"})
+    if secret is not None:
+        fields.update(encrypt_secret(secret), secret_ref="")
+    for key, value in fields.items():
+        setattr(credential, key, value)
+    credential.save()
+    changed = sorted(k for k in fields if k not in ("secret_ciphertext", "key_id", "last4", "secret_ref"))
+    audit.record("credential.update", credential, actor=actor, actor_label=actor_label,
+                 details={"fields": changed, "secret_changed": secret is not None})
+    announce_change()
+    return credential
+
+
+@transaction.atomic
+def update_route(
+    route: Route, *, targets: Iterable[TargetSpec] | None = None, actor=None, actor_label: str = "", **fields
+) -> Route:
+    """Change a route, including its model name; `targets=None` keeps the current targets."""
+    model = fields.pop("model", route.model)
+    if Route.objects.filter(model=model).exclude(pk=route.pk).exists():
+        raise ValidationError({"model": f"a route for {model!r} already exists"})
+    if model != route.model:
+        route.model = model
+        route.save(update_fields=["model", "updated_at"])
+    if targets is not None:
+        return save_route(model, targets, actor=actor, actor_label=actor_label, **fields)
+    for key, value in fields.items():
+        setattr(route, key, value)
+    route.save()
+    audit.record("route.update", route, actor=actor, actor_label=actor_label, details={"fields": sorted(fields)})
+    announce_change()
+    return route

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 
 from accounts.models import Membership, Role, Team
 
+
 class UserFactory(factory.django.DjangoModelFactory):
     """Users without a usable password (tests sign them in with force_login): hashing one costs ~0.3 s."""
 
