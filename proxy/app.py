@@ -17,8 +17,11 @@ from proxy.asgi_io import Receive, Scope, Send, send_json
 from proxy.auth import authenticate
 from proxy.canonical import GatewayError
 from proxy.db import run_db
+from proxy.embeddings import gemini_embeddings, openai_embeddings
+from proxy.model_lists import get_model, vendor_models
 from proxy.pipeline import Pipeline
 from proxy.runtime import Runtime
+from proxy.token_count import anthropic_count_tokens, gemini_count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ GEMINI_MODEL = r"/(?:v1|v1beta)/models/(?P<model>[^/:]+)"
 # (method, path regex, handler). Exact strings are matched first through a dict; regexes after.
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/v1/chat/completions", generate("openai_chat")),
-    ("GET", r"/v1/models", list_models),
+    ("GET", r"/v1/models", vendor_models(list_models)),
     ("POST", r"/v1/responses", response_store.create_response),
     ("GET", r"/v1/responses/(?P<id>[\w-]+)", response_store.retrieve_response),
     ("DELETE", r"/v1/responses/(?P<id>[\w-]+)", response_store.delete_response),
@@ -107,6 +110,15 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/v1/messages", generate("anthropic")),
     ("POST", r"/anthropic/v1/messages", generate("anthropic")),
     ("POST", GEMINI_MODEL + r":(?P<method>generateContent|streamGenerateContent)", generate("gemini")),
+    ("POST", r"/v1/messages/count_tokens", anthropic_count_tokens),
+    ("POST", r"/anthropic/v1/messages/count_tokens", anthropic_count_tokens),
+    ("POST", GEMINI_MODEL + r":countTokens", gemini_count_tokens),
+    ("POST", GEMINI_MODEL + r":(?P<method>embedContent|batchEmbedContents)", gemini_embeddings),
+    ("POST", r"/v1/embeddings", openai_embeddings),
+    ("GET", r"/v1beta/models", vendor_models(list_models)),
+    ("GET", r"/anthropic/v1/models", vendor_models(list_models)),
+    ("GET", GEMINI_MODEL, get_model),
+    ("GET", r"/anthropic/v1/models/(?P<model>[^/:]+)", get_model),
     ("GET", r"/healthz", healthz),
     ("GET", r"/readyz", readyz),
     ("GET", r"/metrics", metrics.metrics_endpoint),

@@ -80,8 +80,16 @@ def native_id(prefix: str, upstream_id: str = "") -> str:
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
 
 
+def message_with_param(err: GatewayError) -> str:
+    """Anthropic and Google error bodies have no `param` field: the field's path leads the message instead."""
+    if err.param and not err.message.startswith(err.param):
+        return f"{err.param}: {err.message}"
+    return err.message
+
+
 def anthropic_error_body(err: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": ERROR_TYPES.get(err.kind, "api_error"), "message": err.message}}
+    return {"type": "error", "error": {"type": ERROR_TYPES.get(err.kind, "api_error"),
+                                       "message": message_with_param(err)}}
 
 
 def usage_to_anthropic(usage: Usage) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.adapters import register_client
+from proxy.adapters.anthropic import message_with_param
 from proxy.adapters.base import ClientProtocol, InboundCall, StreamEncoder
 from proxy.adapters.signatures import from_gemini_client, to_gemini_client
 from proxy.adapters.validation import (
@@ -88,7 +89,7 @@ def call_id(name: str, arguments: str, position: int) -> str:
 
 
 def gemini_error_body(err: GatewayError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": err.status, "message": err.message,
+    error: dict[str, Any] = {"code": err.status, "message": message_with_param(err),
                              "status": STATUS_NAMES.get(err.kind, "INTERNAL")}
     if err.retry_after is not None:
         error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
