@@ -52,9 +52,9 @@ _CREDENTIAL_FIELDS = {
 }
 _ROUTE_FIELDS = {
     "model": _STR, "strategy": _STR, "priority": _INT, "enabled": _BOOL, "timeout": _NUM, "retry_budget": _INT,
-    "targets": list,
+    "targets": list, "aliases": list, "fallbacks": list, "queue_timeout": _NUM,
 }
-_TARGET_FIELDS = {"provider": _STR, "model": _STR, "weight": _INT}
+_TARGET_FIELDS = {"provider": _STR, "model": _STR, "weight": _INT, "tier": _INT}
 _TEAM_FIELDS = {
     "name": _STR, "models": list, "rpm": _INT, "tpm": _INT, "max_concurrency": _INT, "monthly_budget_usd": _NUM,
     "tokens": list,
@@ -206,6 +206,7 @@ def _import_providers(data, checker, report, prune, actor_label):
 
 def _import_routes(data, checker, report, prune, actor_label):
     models_seen = set()
+    linked: dict[str, list[tuple[str, str, list[str]]]] = {"aliases": [], "fallbacks": []}
     for i, raw in enumerate(checker.items(data.get("routes"), "routes")):
         path = f"routes[{i}]"
         spec = checker.mapping(raw, path, _ROUTE_FIELDS, ("model", "targets"))
@@ -221,10 +222,17 @@ def _import_routes(data, checker, report, prune, actor_label):
             provider = Provider.objects.filter(name=target["provider"]).first()
             if provider is None:
                 checker.fail(f"{tpath}.provider", f"no provider named {target['provider']!r}")
-            targets.append(services.TargetSpec(provider, target.get("model") or "", target.get("weight") or 1))
+            targets.append(services.TargetSpec(provider, target.get("model") or "", target.get("weight") or 1,
+                                               target.get("tier") or 0))
         if not targets:
             checker.fail(f"{path}.targets", "needs at least one target")
-        fields = {k: spec[k] for k in ("strategy", "priority", "enabled", "timeout", "retry_budget") if k in spec}
+        for key in ("aliases", "fallbacks"):
+            names = spec.get(key) or []
+            if not all(isinstance(name, str) and name for name in names):
+                checker.fail(f"{path}.{key}", "must be a list of model names")
+            linked[key].append((path, spec["model"], names))
+        fields = {k: spec[k] for k in ("strategy", "priority", "enabled", "timeout", "retry_budget", "aliases",
+                                       "fallbacks", "queue_timeout") if k in spec}
         existed = Route.objects.filter(model=spec["model"]).exists()
         services.save_route(spec["model"], targets, actor_label=actor_label, **fields)
         (report.updated if existed else report.created).append(f"route {spec['model']}")
@@ -232,6 +240,25 @@ def _import_routes(data, checker, report, prune, actor_label):
         for stale in Route.objects.exclude(model__in=models_seen):
             report.deleted.append(f"route {stale.model}")
             stale.delete()
+    _check_route_links(linked, checker)
+
+
+def _check_route_links(linked: dict, checker: "_Checker") -> None:
+    """Once every route is saved: fallbacks name existing routes, aliases never shadow one."""
+    stored = set(Route.objects.values_list("model", flat=True))
+    owners: dict[str, str] = {}
+    for path, model, names in linked["aliases"]:
+        for j, alias in enumerate(names):
+            if alias in stored:
+                checker.fail(f"{path}.aliases[{j}]", f"{alias!r} is already the name of a route")
+            if owners.setdefault(alias, model) != model:
+                checker.fail(f"{path}.aliases[{j}]", f"{alias!r} is already an alias of {owners[alias]!r}")
+    for path, model, names in linked["fallbacks"]:
+        for j, name in enumerate(names):
+            if name == model:
+                checker.fail(f"{path}.fallbacks[{j}]", "a route cannot fall back to itself")
+            if name not in stored and name not in owners:
+                checker.fail(f"{path}.fallbacks[{j}]", f"no route named {name!r}")
 
 
 def _decimal(value, checker, path):
@@ -338,9 +365,11 @@ def export_config() -> dict:
         routes.append(_drop_empty({
             "model": route.model, "strategy": route.strategy, "priority": route.priority or None,
             "enabled": None if route.enabled else False, "timeout": route.timeout,
-            "retry_budget": route.retry_budget,
+            "retry_budget": route.retry_budget, "aliases": route.aliases, "fallbacks": route.fallbacks,
+            "queue_timeout": route.queue_timeout,
             "targets": [
-                _drop_empty({"provider": t.provider.name, "model": t.upstream_model, "weight": t.weight})
+                _drop_empty({"provider": t.provider.name, "model": t.upstream_model, "weight": t.weight,
+                             "tier": t.tier or None})
                 for t in route.targets.all()
             ],
         }))

@@ -260,3 +260,35 @@ def test_5xx_is_retried_on_another_credential_within_the_budget(fake, gateway):
     services.save_route("gpt-test", [services.TargetSpec(setup.provider)], retry_budget=1)
     fake.state.clear_faults(KEY_B)
     assert ask(gateway, setup.token, text="second try") == "echo: second try"
+
+
+def test_gemini_retry_info_sets_the_cooldown(fake, gateway):
+    setup = make_setup(fake.url, kind="gemini", secrets=(KEY_A, KEY_B))
+    fake.state.add_fault(KEY_A, "status", status=429, retry_after=30)
+    for i in range(6):
+        assert ask(gateway, setup.token, text=f"g{i}") == f"echo: g{i}"
+    assert requests_per_key(fake) == {KEY_A: 1, KEY_B: 6}
+    health = health_of(setup.credentials[0])
+    assert health["status"] == "cooling" and 25 < health["cooldown_seconds"] <= 30  # RetryInfo's 30s
+
+
+def test_headroom_reads_anthropic_rate_limit_headers(fake, gateway):
+    setup = make_setup(fake.url, kind="anthropic", secrets=(KEY_A, KEY_B))
+    services.save_route("gpt-test", [services.TargetSpec(setup.provider)], strategy="headroom")
+    fake.state.set_ratelimit(KEY_A, remaining_requests=2, limit_requests=1000, reset_requests=120)
+    for i in range(12):
+        ask(gateway, setup.token, text=f"a{i}")
+    per_key = requests_per_key(fake)
+    assert per_key[KEY_A] <= 2 and per_key[KEY_B] >= 10
+    assert health_of(setup.credentials[0])["remaining_requests"] == 2
+
+
+def test_repeated_5xx_cools_a_credential_down_with_backoff(fake, gateway):
+    setup = pool(fake)
+    fake.state.add_fault(KEY_A, "status", status=502)
+    for i in range(10):
+        assert ask(gateway, setup.token, text=f"b{i}") == f"echo: b{i}"  # B answers every retry
+    a = health_of(setup.credentials[0])
+    # three failures in a row start a cooldown (1 s, then doubling); B kept the clients whole
+    assert a["consecutive_failures"] == 3 and a["status"] == "cooling" and 0 < a["cooldown_seconds"] <= 1
+    assert requests_per_key(fake)[KEY_A] == 3
