@@ -156,3 +156,24 @@ def test_without_redis_limits_are_per_process_and_recover_by_themselves(fake, ga
         time.sleep(0.1)
     assert httpx.get(gateway.url + "/readyz").json()["checks"]["limits"] == "ok"
     assert fire([gateway.url], setup.token, 1)[0].status_code == 200
+
+
+def test_token_tpm_is_charged_with_the_real_usage_once_known(fake, gateway):
+    setup = make_setup(fake.url, model="long-test")
+    token = account_services.issue_token(setup.team, "tpm-limited", tpm=500).plaintext
+    statuses = []
+    for _ in range(6):
+        response = httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {token}"},
+                              json={"model": "long-test", "messages": [{"role": "user", "content": "hi"}]})
+        statuses.append(response.status_code)
+    # each reply is ~200 tokens although the prompt looked tiny: after 3 the minute's 500 are spent
+    assert statuses == [200, 200, 200, 429, 429, 429]
+
+
+def test_credential_rpm_sends_the_rest_elsewhere(fake, gateway):
+    setup = make_setup(fake.url, secrets=(KEY_A, KEY_B))
+    services.save_credential(setup.provider, setup.credentials[0].name, rpm=3)
+    responses = [fire([gateway.url], setup.token, 1)[0] for _ in range(10)]
+    assert all(r.status_code == 200 for r in responses)
+    keys = fake.state.stats(arrivals=False)["keys"]
+    assert keys[KEY_A]["requests"] == 3 and keys[KEY_B]["requests"] == 7
