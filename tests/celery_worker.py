@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def _test_database_url() -> str:
+def subprocess_database_url() -> str:
+    """DATABASE_URL of the test database, for processes started by tests."""
     parts = urlsplit(settings.DATABASE_URL)
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
@@ -45,7 +46,7 @@ def celery_worker(log_dir: Path, *, beat: bool = False, env: dict[str, str] | No
     log_path = log_dir / f"worker-{node}.log"
     full_env = {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "DS2API_REDIS_PREFIX": settings.REDIS_PREFIX,
         "REDIS_URL": settings.REDIS_URL,
         "DS2API_ALLOW_PRIVATE_UPSTREAMS": "1",  # the fake upstream listens on 127.0.0.1
