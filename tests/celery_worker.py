@@ -62,13 +62,18 @@ def celery_worker(log_dir: Path, *, beat: bool = False, env: dict[str, str] | No
                 raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
         yield node
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # its own session: the worker and its beat child
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with start_new_session=True, and its children (a beat, server workers)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_until(probe: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.1, what: str = "") -> T:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ds2api_site import serve
-from tests.celery_worker import subprocess_database_url, wait_until
+from tests.celery_worker import stop_process_group, subprocess_database_url, wait_until
 from tests.conftest import make_setup, wait_for_usage_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,9 +180,4 @@ def test_metrics_sum_every_worker_process_of_a_replica(fake, tmp_path):
                         for sample in family.samples if sample.name == "ds2api_requests_total")
             assert total == sent
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)
