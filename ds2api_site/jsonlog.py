@@ -9,20 +9,23 @@ from datetime import UTC, datetime
 
 import orjson
 
-_RESERVED = ("ts", "level", "logger", "message")
+_RESERVED = frozenset(("ts", "level", "logger", "message"))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out: dict = {
+        fields = getattr(record, "fields", None)
+        if not isinstance(fields, dict):
+            fields = {}
+        elif not _RESERVED.isdisjoint(fields):
+            fields = {k: v for k, v in fields.items() if k not in _RESERVED}
+        out = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **fields,
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            out.update((k, v) for k, v in fields.items() if k not in _RESERVED)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()

@@ -84,12 +84,15 @@ def _names_for(snapshot) -> _Names:
     return _names
 
 
-def _series(route: str, provider: str, credential: str) -> tuple:
-    key = (route, provider, credential)
+def _series(route: str, provider: str, credential: str, protocol: str, status: int) -> tuple:
+    """The metric children of one label set, looked up once: `labels()` costs more than the update itself."""
+    key = (route, provider, credential, protocol, status)
     found = _children.get(key)
     if found is None:
+        names = (route, provider, credential)
         found = _children[key] = (
-            LATENCY.labels(*key), TTFB.labels(*key), *(TOKENS.labels(*key, kind) for kind in TOKEN_KINDS)
+            REQUESTS.labels(*names, protocol, str(status)), LATENCY.labels(*names), TTFB.labels(*names),
+            *(TOKENS.labels(*names, kind) for kind in TOKEN_KINDS),
         )
     return found
 
@@ -106,8 +109,8 @@ def observe_request(runtime, request_id: str, protocol: str, token, request, rou
         route_name = names.routes.get(outcome.route_id) or (route.model if route else NONE)
         provider = names.providers.get(outcome.provider_id, NONE)
         credential = names.credentials.get(outcome.credential_id, NONE)
-        latency, ttfb, *tokens = _series(route_name, provider, credential)
-        REQUESTS.labels(route_name, provider, credential, protocol, str(outcome.status)).inc()
+        requests, latency, ttfb, *tokens = _series(route_name, provider, credential, protocol, outcome.status)
+        requests.inc()
         if outcome.status >= 400:
             ERRORS.labels(route_name, provider, credential, outcome.error_type or "error").inc()
         latency.observe(latency_ms / 1000)
