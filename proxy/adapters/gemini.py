@@ -127,6 +127,12 @@ def usage_from_gemini(raw: Any) -> Usage:
 # --- Gemini parts -> canonical parts ---------------------------------------------------------------
 
 
+def standard_base64(data: str) -> str:
+    """Google accepts (and its SDK sends) URL-safe base64; other providers want the standard alphabet."""
+    data = data.replace("-", "+").replace("_", "/")
+    return data + "=" * (-len(data) % 4)
+
+
 def _args_json(args: Any) -> str:
     return orjson.dumps(args if args is not None else {}).decode()
 
@@ -164,8 +170,8 @@ def parse_parts(raw_parts: Any, path: str, *, model_turn: bool, signature: Calla
             if raw["text"]:
                 parts.append(TextPart(str(raw["text"])))
         elif isinstance(inline, dict):
-            parts.append(ImagePart(data=require_str(inline.get("data"), f"{where}.inlineData.data"),
-                                   media_type=get(inline, "mimeType", "mime_type") or "application/octet-stream"))
+            data = standard_base64(require_str(inline.get("data"), f"{where}.inlineData.data"))
+            parts.append(ImagePart(data=data, media_type=get(inline, "mimeType", "mime_type") or "application/octet-stream"))
         elif isinstance(file_data, dict):
             parts.append(ImagePart(url=require_str(get(file_data, "fileUri", "file_uri"), f"{where}.fileData.fileUri"),
                                    media_type=get(file_data, "mimeType", "mime_type")))

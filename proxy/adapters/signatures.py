@@ -40,8 +40,8 @@ def to_gemini_client(signature: str) -> str:
 
 def from_gemini_client(raw: str) -> str:
     """A thoughtSignature a Gemini client sent, as a canonical signature."""
-    try:
-        decoded = base64.b64decode(raw, validate=True)
+    try:  # the google-genai SDK sends bytes back URL-safe encoded
+        decoded = base64.b64decode(raw.replace("-", "+").replace("_", "/") + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError):
         return from_gemini(raw)
     if decoded.startswith(_WRAP):
