@@ -125,6 +125,7 @@ def test_key_rotation_runs_as_a_task_with_progress(beat_worker, fake):
     assert account_tasks.start_key_rotation() is True
     wait_until(lambda: account_tasks.ROTATION.read()["state"] == "done" and account_tasks.ROTATION.read()["done"] == 0,
                what="the second rotation")
+    redis.Redis.from_url(django_settings.REDIS_URL).delete(account_tasks.ROTATION.key)
 
 
 def test_a_rotation_already_queued_is_not_queued_twice(settings):
@@ -134,6 +135,7 @@ def test_a_rotation_already_queued_is_not_queued_twice(settings):
     account_tasks.ROTATION.update(state="done")
     assert account_tasks.ROTATION.claim() is True
     assert account_tasks.ROTATION.claim() is False
+    redis.Redis.from_url(settings.REDIS_URL).delete(account_tasks.ROTATION.key)
 
 
 def test_budget_warnings_once_per_period_and_period_start_marked_once(fake):
