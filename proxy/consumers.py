@@ -6,6 +6,7 @@ at connect time; `proxy.live_feed` only ever sends a team's data to that team's 
 """
 
 import asyncio
+import contextlib
 import logging
 
 import redis.asyncio as aioredis
@@ -58,6 +59,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.health_task is not None:
             self.health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.health_task
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 

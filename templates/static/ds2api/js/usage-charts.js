@@ -9,7 +9,7 @@
 
   function line(label, values, i, fill) {
     return { label: label, data: values, borderColor: palette[i], backgroundColor: palette[i] + "33",
-             fill: !!fill, tension: 0.25, pointRadius: 0, borderWidth: 2, spanGaps: true };
+             fill: !!fill, tension: 0.25, pointRadius: 2, borderWidth: 2, spanGaps: true };
   }
   function bar(label, values, i) {
     return { label: label, data: values, backgroundColor: palette[i], stack: "s" };
