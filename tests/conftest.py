@@ -24,13 +24,13 @@ def _test_settings(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_state(settings):
-    """Shared limits and credential health live in Redis under the test prefix, keyed by database ids that
-    restart with every test database: each test starts from none."""
+    """Shared limits, credential health and monthly spend live in Redis under the test prefix, keyed by
+    database ids that restart with every test database: each test starts from none."""
     import redis
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}:rt:*", count=1000))
+        keys = [key for kind in ("rt", "spend") for key in client.scan_iter(f"{settings.REDIS_PREFIX}:{kind}:*", count=1000)]
         if keys:
             client.delete(*keys)
     finally:
@@ -67,7 +67,12 @@ def _gateway_server():
 def gateway(_gateway_server, transactional_db):
     """The full ASGI application on a real socket; its config snapshot reloads for every test."""
     _gateway_server.proxy_app.runtime.config._generation = -2
-    return _gateway_server
+    yield _gateway_server
+    # Let this test's usage rows reach its own tables before the database is flushed for the next test.
+    usage = _gateway_server.proxy_app.runtime.usage
+    deadline = time.monotonic() + 5
+    while (usage.depth or usage._flushing.locked()) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @dataclass
