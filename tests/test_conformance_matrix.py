@@ -8,6 +8,7 @@ thoughts apart). Cases whose adapters are not registered yet are skipped, naming
 """
 
 import base64
+import time
 from dataclasses import dataclass, field
 
 import anthropic
@@ -15,12 +16,17 @@ import ollama
 import openai
 import orjson
 import pytest
+from django.core.management import call_command
+from django.test import override_settings
 from google import genai
 from google.genai import types as gtypes
 
 from proxy.adapters import CLIENT_PROTOCOLS, UPSTREAMS
 from tests.conftest import make_setup
 from tests.media import TINY_PNG_B64
+
+# Each case runs inside a rolled-back transaction; the routes it uses are committed once per module.
+pytestmark = pytest.mark.django_db
 
 PNG_DATA_URL = f"data:image/png;base64,{TINY_PNG_B64}"
 TOOL_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
@@ -326,14 +332,43 @@ def _expected(case: Scenario, driver: type[Driver], kind: str) -> Result:
     return want
 
 
+@dataclass
+class Matrix:
+    token: str
+    requests: int = 0  # gateway requests made, each one usage row
+
+
+@pytest.fixture(scope="module")
+def matrix(django_db_setup, django_db_blocker, _gateway_server, fake_upstream):
+    """One route per upstream kind and scripted model, created once for the whole matrix (a database flush
+    per case would cost more than the case), and flushed when the module is done."""
+    from proxy.models import UsageRecord
+
+    scripts = sorted({case.script for case in SCENARIOS.values()})
+    with django_db_blocker.unblock(), override_settings(DS2API_ALLOW_PRIVATE_UPSTREAMS=True):
+        tokens = [make_setup(fake_upstream.url, kind=kind, model=f"matrix-{kind}-{script}",
+                             upstream_model=f"fake-{script}").token
+                  for kind in UPSTREAM_KINDS for script in scripts]
+    _gateway_server.proxy_app.runtime.config._generation = -2  # reload the snapshot on the next request
+    state = Matrix(tokens[0])  # every token belongs to the same team
+    yield state
+    with django_db_blocker.unblock():
+        # Usage rows are written in batches after the replies: let the last ones land before the flush,
+        # so none of them turns up in a later test's database.
+        deadline = time.monotonic() + 10
+        while UsageRecord.objects.count() < state.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        call_command("flush", interactive=False, verbosity=0)
+
+
 @pytest.mark.parametrize(("client", "kind", "scenario"), CASES)
-def test_conformance(client, kind, scenario, fake, gateway):
+def test_conformance(client, kind, scenario, fake, _gateway_server, matrix):
     case = SCENARIOS[scenario]
-    model = f"matrix-{case.script}"
-    setup = make_setup(fake.url, kind=kind, model=model, upstream_model=f"fake-{case.script}")
+    model = f"matrix-{kind}-{case.script}"
     if scenario == "upstream_error":
         fake.state.add_fault("*", "status", status=400, message="context too long")
-    got = DRIVERS[client](gateway.url, setup.token).run(model, case)
+    matrix.requests += 1
+    got = DRIVERS[client](_gateway_server.url, matrix.token).run(model, case)
     want = _expected(case, DRIVERS[client], kind)
     if want.error is not None:
         assert got.error is not None and got.error[0] == want.error[0], got

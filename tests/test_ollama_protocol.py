@@ -6,8 +6,9 @@ import ollama
 import orjson
 import pytest
 
-from tests.conftest import make_setup, wait_for_usage_rows
+from tests.conftest import make_setup
 from tests.media import TINY_PNG_B64
+from tests.usage_rows import settle_usage, usage_row_of
 
 WEATHER_TOOL = {
     "type": "function",
@@ -25,7 +26,8 @@ def routes(fake, gateway):
     setup = make_setup(fake.url, model="llama-test")
     for name in ("llama-tool", "llama-reason"):
         make_setup(fake.url, model=name)
-    return setup
+    yield setup
+    settle_usage(gateway.proxy_app)
 
 
 def upstream_body(fake) -> dict:
@@ -41,7 +43,7 @@ def test_chat_plain(routes, gateway, fake):
     assert (reply.prompt_eval_count, reply.eval_count) == (5, 4)
     assert reply.total_duration > 0 and reply.eval_duration > 0 and reply.created_at.endswith("Z")
     assert upstream_body(fake)["messages"][0] == {"role": "system", "content": "be brief"}
-    row = wait_for_usage_rows(1)[0]
+    row = usage_row_of(routes.team.id)
     assert (row.client_protocol, row.input_tokens, row.output_tokens) == ("ollama_chat", 5, 4)
 
 

@@ -5,8 +5,9 @@ import openai
 import pytest
 
 from accounts import services as account_services
-from tests.conftest import make_setup, wait_for_usage_rows
+from tests.conftest import make_setup
 from tests.media import TINY_PNG_B64
+from tests.usage_rows import settle_usage, usage_row_of
 
 WEATHER_TOOL = {
     "type": "function",
@@ -26,7 +27,8 @@ def routes(fake, gateway):
     setup = make_setup(fake.url)
     for name in ("gpt-tool", "gpt-parallel", "gpt-reason"):
         make_setup(fake.url, model=name)
-    return setup
+    yield setup
+    settle_usage(gateway.proxy_app)
 
 
 def upstream_body(fake) -> dict:
@@ -48,7 +50,7 @@ def test_plain_response_object(routes, gateway, fake):
     sent = upstream_body(fake)
     assert sent["messages"][0] == {"role": "system", "content": "be brief"}
     assert sent["temperature"] == 0.5
-    row = wait_for_usage_rows(1)[0]
+    row = usage_row_of(routes.team.id)
     assert (row.client_protocol, row.input_tokens, row.output_tokens, row.streamed) == ("openai_responses", 5, 4, False)
 
 
