@@ -169,6 +169,10 @@ DS2API_LEASE_SECONDS = env_float("DS2API_LEASE_SECONDS", 60.0)
 DS2API_COOLDOWN_BASE_SECONDS = env_float("DS2API_COOLDOWN_BASE_SECONDS", 1.0)
 DS2API_COOLDOWN_MAX_SECONDS = env_float("DS2API_COOLDOWN_MAX_SECONDS", 300.0)
 DS2API_COOLDOWN_AFTER_FAILURES = env_int("DS2API_COOLDOWN_AFTER_FAILURES", 3)
+# Dashboard sign-in throttling: after this many failed sign-ins for one (client address, username) pair,
+# that pair is refused for this many seconds (counters in Redis, shared by every process).
+DS2API_LOGIN_MAX_FAILURES = env_int("DS2API_LOGIN_MAX_FAILURES", 5)
+DS2API_LOGIN_LOCK_SECONDS = env_int("DS2API_LOGIN_LOCK_SECONDS", 900)
 
 # --- background work (Celery beat + worker) and observability ---------------------------------------
 # Seconds between health probes of every enabled credential (one cheap request each).

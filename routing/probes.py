@@ -1,9 +1,10 @@
 """Probing a credential: one real, minimal generation call through the adapter registry.
 
-Used by the dashboard's "test" / "test all" buttons and reusable by a scheduled probe task. A probe asks
-for a single output token, so it costs next to nothing but exercises exactly what the proxy does: the
-provider's URL, headers, auth scheme and the adapter's request/response/error parsing. Its outcome updates
-the credential's stored health (ok / invalid key / cooling down) and is pushed to live dashboards.
+Used by the dashboard's "test" / "test all" buttons (the scheduled probe in `routing.health_probe` lists
+models first, which is free, and falls back to this). A probe asks for a single output token, so it costs
+next to nothing but exercises exactly what the proxy does: the provider's URL, headers, auth scheme and the
+adapter's request/response/error parsing. Its outcome updates the credential's shared health (ok / invalid
+key / cooling down) and is pushed to live dashboards.
 
 A probe result never contains the secret: provider error messages sometimes echo the key they rejected,
 so every message is scrubbed before it is stored or shown.
@@ -16,13 +17,11 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from proxy.adapters import upstream_adapter
 from proxy.canonical import CanonicalRequest, GatewayError, Message, TextPart
-from routing.health import set_health
 from routing.keyring import KeyRingError
-from routing.models import Credential, HealthStatus, Provider, RouteTarget
+from routing.models import Credential, Provider, RouteTarget
 from routing.services import reveal_secret
 from routing.validators import validate_base_url
 
@@ -31,7 +30,6 @@ DEFAULT_PROBE_MODELS = {
     "anthropic": "claude-3-5-haiku-latest",
     "gemini": "gemini-2.0-flash",
 }
-DEFAULT_COOLDOWN_SECONDS = 60.0
 PROBE_WORKERS = 8
 
 
@@ -117,24 +115,12 @@ def probe_credential(credential: Credential, *, model: str | None = None, timeou
 
 
 def record_probe(credential: Credential, result: ProbeResult) -> None:
-    """Store what a probe learned about the credential; live dashboards hear of it through routing.health.
-
-    A clear verdict (works / key rejected / rate limited) sets the health every gateway process uses; an
-    inconclusive failure (timeout, 5xx, unreachable) only notes the error, since it says nothing about the key.
-    """
+    """Store what a probe learned (the same verdict rules as the scheduled probe) and tell live dashboards."""
     from proxy.live_feed import publish_health
+    from routing.health_probe import apply_result  # imports this module: a late import breaks the cycle
 
-    if result.ok:
-        set_health(credential.pk, HealthStatus.OK)
-    elif result.status in (401, 403):
-        set_health(credential.pk, HealthStatus.INVALID, error=result.message)
-    elif result.status == 429:
-        wait = result.retry_after or DEFAULT_COOLDOWN_SECONDS
-        set_health(credential.pk, HealthStatus.COOLING, error=result.message, cooldown_seconds=wait)
-    else:
-        Credential.objects.filter(pk=credential.pk).update(last_error=result.message[:500],
-                                                           last_checked_at=timezone.now())
-        publish_health([credential.pk])
+    apply_result(credential, result)
+    publish_health([credential.pk])
 
 
 def probe_and_record(credentials: list[Credential]) -> list[ProbeResult]:

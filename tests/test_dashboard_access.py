@@ -276,3 +276,12 @@ def test_a_successful_sign_in_clears_the_failure_count(db, settings, fresh_throt
     client.logout()
     for _ in range(2):
         assert client.post("/login/", {"username": "bob", "password": "wrong"}).status_code == 200
+
+
+def test_overview_shows_a_local_model_tile_to_platform_admins(world):
+    from routing.models import Provider
+
+    Provider.objects.create(name="smol", kind="local", options={"model": "smollm2"})
+    html = signed_in(world.user("superuser")).get("/").content.decode()
+    assert 'data-local-provider="' in html and "not loaded" in html
+    assert "data-local-provider" not in signed_in(world.user("owner")).get("/").content.decode()

@@ -13,6 +13,12 @@
     td.textContent = text === null || text === undefined ? "" : String(text);
     return td;
   }
+  // Live rows carry ids; the filter menus above already list the names this user may see.
+  function label(selectId, id, fallback) {
+    if (id === null || id === undefined) return "";
+    var option = document.querySelector("#" + selectId + ' option[value="' + String(id).replace(/\D/g, "") + '"]');
+    return option ? option.textContent : fallback + " " + id;
+  }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function when(t) {
     var d = new Date(t * 1000);
@@ -32,8 +38,8 @@
       link.textContent = when(r.t);
       first.appendChild(link);
       tr.appendChild(first);
-      tr.appendChild(cell(r.team_id === null ? "" : "team " + r.team_id));
-      tr.appendChild(cell(r.token_id === null ? "" : "token " + r.token_id));
+      tr.appendChild(cell(label("l-team", r.team_id, "team")));
+      tr.appendChild(cell(label("l-token", r.token_id, "token")));
       tr.appendChild(cell(r.model, "mono"));
       tr.appendChild(cell(r.protocol));
       if (admin) tr.appendChild(cell(r.credential_id === null ? "" : "#" + r.credential_id));
