@@ -224,3 +224,23 @@ def test_streamed_response_is_stored_and_unstored_is_not(routes, gateway):
     plain = client.responses.create(model="gpt-test", input="not kept")
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(plain.id)
+
+
+def test_reasoning_signature_round_trips_to_an_anthropic_upstream(routes, gateway, fake):
+    """Anthropic needs its signed thinking block back with the tool result: it travels in encrypted_content."""
+    make_setup(fake.url, kind="anthropic", model="claude-tool-reason")
+    client = sdk(gateway, routes.token)
+    first = client.responses.create(model="claude-tool-reason", input="weather in Paris?", tools=[WEATHER_TOOL])
+    reasoning, call = first.output
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert reasoning.summary[0].text == "thinking about: weather in Paris?"
+    client.responses.create(model="claude-tool-reason", tools=[WEATHER_TOOL], input=[
+        {"role": "user", "content": "weather in Paris?"},
+        reasoning.model_dump(exclude_none=True),
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ])
+    assistant = upstream_body(fake)["messages"][1]
+    assert [block["type"] for block in assistant["content"]] == ["thinking", "tool_use"]
+    assert assistant["content"][0]["signature"] == reasoning.encrypted_content
+    assert assistant["content"][1]["id"] == call.call_id
