@@ -19,7 +19,8 @@ from proxy.adapters.anthropic import (
     usage_from_anthropic,
     usage_to_anthropic,
 )
-from proxy.adapters.base import StreamDecoder, StreamEncoder
+from proxy.adapters.base import StreamEncoder
+from proxy.adapters.sse_decoder import SSEDecoder
 from proxy.canonical import (
     CanonicalRequest,
     GatewayError,
@@ -33,7 +34,7 @@ from proxy.canonical import (
     Usage,
     kind_for_status,
 )
-from proxy.sse import SSEParser, sse_event
+from proxy.sse import SSEEvent, sse_event
 
 KIND_FROM_ERROR_TYPE = {value: key for key, value in ERROR_TYPES.items() if key not in ("budget_exceeded", "internal")}
 KIND_FROM_ERROR_TYPE["api_error"] = "upstream"
@@ -130,11 +131,11 @@ def error_from_anthropic(error: Any, status: int | None = None) -> GatewayError:
     return GatewayError(kind, message, status=status)
 
 
-class AnthropicDecoder(StreamDecoder):
-    __slots__ = ("_sse", "_usage", "_stop", "_done", "_blocks", "_tools")
+class AnthropicDecoder(SSEDecoder):
+    __slots__ = ("_usage", "_stop", "_done", "_blocks", "_tools")
 
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._usage = Usage()
         self._stop: str | None = None
         self._done = False
@@ -142,16 +143,8 @@ class AnthropicDecoder(StreamDecoder):
         self._blocks: dict[int, list] = {}
         self._tools = 0
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
+    def end(self) -> list[StreamEvent]:
         events: list[StreamEvent] = []
-        for sse in self._sse.feed(chunk):
-            self._handle(sse.event, sse.data, events)
-        return events
-
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.close():
-            self._handle(sse.event, sse.data, events)
         if not self._done:
             if self._stop is None:
                 raise GatewayError("upstream", "the provider's stream ended before it finished")
@@ -162,16 +155,16 @@ class AnthropicDecoder(StreamDecoder):
         self._done = True
         events.append(StreamEnd(STOP_TO_CANONICAL.get(self._stop or "end_turn", "stop"), self._usage))
 
-    def _handle(self, name: str | None, data: str, events: list[StreamEvent]) -> None:
-        if self._done or name == "ping":
+    def handle(self, sse: SSEEvent, events: list[StreamEvent]) -> None:
+        if self._done or sse.event == "ping":
             return
         try:
-            payload = orjson.loads(data)
+            payload = orjson.loads(sse.data)
         except orjson.JSONDecodeError as exc:
             raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
         if not isinstance(payload, dict):
             raise GatewayError("upstream", "the provider sent a malformed stream event")
-        kind = payload.get("type") or name
+        kind = payload.get("type") or sse.event
         if kind == "content_block_delta":
             self._delta(payload, events)
         elif kind == "content_block_start":

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy.adapters.base import StreamDecoder, StreamEncoder
+from proxy.adapters.base import StreamEncoder
 from proxy.adapters.gemini import (
     FINISH_FROM_CANONICAL,
     call_id,
@@ -23,6 +23,7 @@ from proxy.adapters.gemini import (
     usage_to_gemini,
 )
 from proxy.adapters.signatures import from_gemini, to_gemini_client
+from proxy.adapters.sse_decoder import SSEDecoder
 from proxy.canonical import (
     CanonicalRequest,
     GatewayError,
@@ -37,7 +38,7 @@ from proxy.canonical import (
     Usage,
     kind_for_status,
 )
-from proxy.sse import SSEParser
+from proxy.sse import SSEEvent
 
 KIND_FROM_STATUS_NAME = {
     "INVALID_ARGUMENT": "invalid_request",
@@ -142,39 +143,26 @@ class GeminiEncoder(StreamEncoder):
         return out if self._sse else out + b"]"
 
 
-class GeminiDecoder(StreamDecoder):
+class GeminiDecoder(SSEDecoder):
     """Reads `streamGenerateContent?alt=sse`. Usage in each chunk is cumulative; the last one counts."""
 
-    __slots__ = ("_sse", "_started", "_finish", "_usage", "_tools", "_done")
+    __slots__ = ("_started", "_finish", "_usage", "_tools")
 
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._started = False
         self._finish: str | None = None
         self._usage = Usage()
         self._tools = 0
-        self._done = False
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.feed(chunk):
-            self._handle(sse.data, events)
-        return events
+    def end(self) -> list[StreamEvent]:
+        if self._finish is None:
+            raise GatewayError("upstream", "the provider's stream ended before it finished")
+        return [StreamEnd(finish_to_canonical(self._finish, self._tools > 0), self._usage)]
 
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.close():
-            self._handle(sse.data, events)
-        if not self._done:
-            if self._finish is None:
-                raise GatewayError("upstream", "the provider's stream ended before it finished")
-            self._done = True
-            events.append(StreamEnd(finish_to_canonical(self._finish, self._tools > 0), self._usage))
-        return events
-
-    def _handle(self, data: str, events: list[StreamEvent]) -> None:
+    def handle(self, sse: SSEEvent, events: list[StreamEvent]) -> None:
         try:
-            payload = orjson.loads(data)
+            payload = orjson.loads(sse.data)
         except orjson.JSONDecodeError as exc:
             raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
         if not isinstance(payload, dict):

@@ -1,0 +1,47 @@
+"""The common frame of SSE upstream decoders: bytes -> SSE events -> canonical events.
+
+A failure inside a batch (an `error` event, a malformed event) does not swallow the events decoded before it
+in the same network chunk: they are returned, so the client still gets them, and the failure is raised on
+the next call, which then ends the client's stream with its protocol's error event.
+"""
+
+from proxy.adapters.base import StreamDecoder
+from proxy.canonical import GatewayError, StreamEvent
+from proxy.sse import SSEEvent, SSEParser
+
+
+class SSEDecoder(StreamDecoder):
+    __slots__ = ("_sse", "_failure")
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self._failure: GatewayError | None = None
+
+    def handle(self, sse: SSEEvent, events: list[StreamEvent]) -> None:
+        """Append the canonical events of one SSE event; raise GatewayError for a failure."""
+        raise NotImplementedError
+
+    def end(self) -> list[StreamEvent]:
+        """At end of input: the final StreamEnd, or GatewayError("upstream") if the stream was cut short."""
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        return self._run(self._sse.feed(chunk))
+
+    def close(self) -> list[StreamEvent]:
+        events = self._run(self._sse.close())
+        if self._failure is not None:
+            raise self._failure
+        return events + self.end()
+
+    def _run(self, parsed: list[SSEEvent]) -> list[StreamEvent]:
+        if self._failure is not None:
+            raise self._failure
+        events: list[StreamEvent] = []
+        for sse in parsed:
+            try:
+                self.handle(sse, events)
+            except GatewayError as err:
+                self._failure = err
+                break
+        return events
