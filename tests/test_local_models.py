@@ -26,6 +26,7 @@ from proxy import local_models
 from proxy.adapters import CLIENT_PROTOCOLS
 from routing import services
 from tests.servers import ServerThread
+from tests.usage_rows import settle_usage
 
 # Fixtures smollm2_dir, smollm2_tools_dir and tiny_vlm_dir; they skip the test, saying why, when the
 # `local` extra or the SmolLM2 weights are not installed.
@@ -37,8 +38,9 @@ VLM_PROMPT = "What is in this image?"
 
 
 @pytest.fixture(autouse=True)
-def _free_models():
+def _free_models(gateway):
     yield
+    settle_usage(gateway.proxy_app)  # this test's usage rows land before its database is emptied
     local_models.unload_all()  # each test's provider has a new id: do not keep its model around
 
 

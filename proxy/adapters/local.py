@@ -58,7 +58,9 @@ class LocalUpstream(UpstreamAdapter):
         # Loading, validation and queueing happen before the first event, so their errors are plain
         # HTTP errors in the client's protocol rather than a broken stream.
         async with runtime_for(provider).generation(request) as generation:
-            yield [StreamStart(id=f"local-{uuid.uuid4().hex}", model=request.model, created=int(time.time()))]
+            # The prompt is already counted: protocols that report input tokens up front (Anthropic) get them.
+            yield [StreamStart(id=f"local-{uuid.uuid4().hex}", model=request.model, created=int(time.time()),
+                               usage=Usage(input_tokens=generation.prepared.prompt_tokens))]
             async for batch in generation.pieces():
                 yield [TextDelta("".join(batch))]
         events: list[StreamEvent] = []
