@@ -302,3 +302,53 @@ def test_model_list_and_get_in_gemini_shape(fake, gateway, gemini):
     assert info.value.status == "NOT_FOUND"
     openai_shape = httpx.get(gateway.url + "/v1/models", headers={"authorization": f"Bearer {setup.token}"})
     assert openai_shape.json()["data"][0]["id"] == "gemini-test"
+
+
+def test_reasoning_signatures_reach_only_the_provider_that_made_them():
+    from proxy.adapters.anthropic import AnthropicClient, parse_anthropic_request
+    from proxy.adapters.anthropic_upstream import anthropic_body
+    from proxy.adapters.base import InboundCall
+    from proxy.adapters.gemini import GeminiClient
+    from proxy.adapters.gemini_upstream import SKIP_SIGNATURE, GeminiUpstream, gemini_body
+
+    answer = {"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": PARIS}, "thoughtSignature": "c2lnbmVk"}]},
+        "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 10}}
+    request = parse_anthropic_request({"model": "m", "max_tokens": 100, "thinking": {"type": "enabled",
+                                       "budget_tokens": 1024}, "messages": [{"role": "user", "content": "hi"}]},
+                                      need_max_tokens=True)
+    response = GeminiUpstream().parse_response(orjson.dumps(answer), request)
+    assert response.finish_reason == "tool_calls"
+    content = AnthropicClient().render_response(response, request)["content"]
+    assert content[0] == {"type": "thinking", "thinking": "", "signature": "gemini:c2lnbmVk"}
+    call = content[1]
+    history = parse_anthropic_request({"model": "m", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "sunny"}]}]},
+        need_max_tokens=True)
+    history.extra.clear()  # as if the conversation had come from another protocol
+    to_gemini = gemini_body(history)["contents"]
+    assert to_gemini[1]["parts"] == [{"functionCall": {"name": "get_weather", "args": PARIS},
+                                      "thoughtSignature": "c2lnbmVk"}]
+    assert to_gemini[2]["parts"][0]["functionResponse"]["name"] == "get_weather"
+    to_anthropic = anthropic_body(history, "claude")["messages"][1]["content"]
+    assert [block["type"] for block in to_anthropic] == ["tool_use"]  # Anthropic would reject Gemini's signature
+    history.messages[1].parts = history.messages[1].parts[1:]  # a call no Gemini model signed
+    assert gemini_body(history)["contents"][1]["parts"][0]["thoughtSignature"] == SKIP_SIGNATURE
+
+    signed_by_anthropic = parse_anthropic_request({"model": "m", "max_tokens": 9, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "QW50aHJvcGlj"},
+                                          {"type": "text", "text": "ok"}]}]}, need_max_tokens=True)
+    gemini_request = GeminiClient().parse_request({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                                                   "generationConfig": {"thinkingConfig": {"includeThoughts": True}}},
+                                                  InboundCall(path_model="m"))
+    held = GeminiClient().render_response(
+        type(response)("id", "m", signed_by_anthropic.messages[1].parts), gemini_request)["candidates"][0]
+    parts = held["content"]["parts"]  # what a Gemini client keeps in its history...
+    assert parts[0] == {"text": "hmm", "thought": True} and parts[1]["text"] == "ok"
+    back = GeminiClient().parse_request({"contents": [{"role": "user", "parts": [{"text": "hi"}]},
+                                                      {"role": "model", "parts": parts}]}, InboundCall(path_model="m"))
+    back.extra.clear()
+    thinking = anthropic_body(back, "claude")["messages"][1]["content"][0]
+    assert thinking == {"type": "thinking", "thinking": "hmm", "signature": "QW50aHJvcGlj"}  # ...and returns
