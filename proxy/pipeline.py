@@ -8,6 +8,7 @@ it, the stream ends with the protocol's own error event. Each attempt's outcome 
 health (cooldowns, invalid keys, headroom). Exactly one usage row is recorded per request, whatever happens.
 """
 
+import logging
 import math
 import time
 import uuid
@@ -33,6 +34,7 @@ from proxy.auth import authenticate
 from proxy.canonical import CanonicalRequest, GatewayError
 from proxy.estimate import request_tokens_quick
 from proxy.outcome import Outcome
+from proxy.redact import scrub_error
 from proxy.relay import FailedBeforeFirstByte, decoded, relay, send_result
 from proxy.runtime import Runtime
 from routing.limits import Lease, Settlement
@@ -41,6 +43,8 @@ from routing.selector import Candidate
 from routing.snapshot import RouteInfo, Snapshot, TokenInfo, model_allowed
 
 __all__ = ["Outcome", "Pipeline"]
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 PIN_HEADER = b"x-ds2-target-account"
@@ -63,11 +67,26 @@ def _route_headers(request_id: str, route: RouteInfo | None, provider: str | Non
     return headers
 
 
+class _StartTracking:
+    """The ASGI send callable, remembering whether the response has begun (so an error is never sent twice)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, protocol_name: str, call: InboundCall) -> None:
+        send = _StartTracking(send)
         protocol = client_protocol(protocol_name)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
@@ -99,10 +118,18 @@ class Pipeline:
                                              request_id, outcome)
         except GatewayError as err:
             outcome.status, outcome.error_type = err.status, err.kind
-            if not sent_start:
+            if not sent_start and not send.started:
                 await self._send_error(send, protocol, err, request_id, route)
         except ClientDisconnected:
             outcome.status, outcome.error_type = 499, "client_disconnected"
+        except Exception:
+            # A bug must not reach the client as a bare 500 page or leave the request unrecorded: answer in the
+            # client's protocol (unless the response already started) and keep the usage row.
+            log.exception("unexpected error handling a %s request (%s)", protocol_name, request_id)
+            err = GatewayError("internal", f"the gateway failed to handle this request (request id {request_id})")
+            outcome.status, outcome.error_type = err.status, err.kind
+            if not send.started:
+                await self._send_error(send, protocol, err, request_id, route)
         finally:
             self._record(request_id, protocol_name, token, request, route, outcome, started)
 
@@ -184,8 +211,13 @@ class Pipeline:
                                           status=502)) from None
             try:
                 headroom = parse_headers(response.headers)
+                if 300 <= response.status < 400:  # redirects are never followed (SSRF): a broken provider
+                    verdict, error = "fail", f"HTTP {response.status}: redirects are not followed"
+                    raise _Retry(GatewayError("upstream", f"the provider answered with a redirect ({provider.name})",
+                                              status=502))
                 if response.status >= 400:
-                    err = adapter.parse_error(response.status, dict(response.headers), await response.read())
+                    err = scrub_error(adapter.parse_error(response.status, dict(response.headers),
+                                                          await response.read()), credential.secret)
                     verdict, error, retry_after = _classify(response.status, err, headroom)
                     error = error or f"HTTP {response.status}: {err.message}"[:300]
                     if verdict == "auth":
@@ -196,7 +228,14 @@ class Pipeline:
                     raise err
                 verdict = "ok"
                 if not request.stream:
-                    result = adapter.parse_response(await response.read(), request)
+                    try:
+                        result = adapter.parse_response(await response.read(), request)
+                    except GatewayError as err:
+                        if err.kind != "upstream":
+                            raise
+                        # a 200 the adapter cannot read is the provider's failure; another credential may answer
+                        verdict, error = "fail", err.message[:300]
+                        raise _Retry(err) from None
                     await send_result(send, protocol, request, result, headers, outcome)
                     self._observe(candidate, started)
                     return True
@@ -214,6 +253,10 @@ class Pipeline:
             except TimeoutError:
                 verdict, error = "fail", "timeout"
                 raise _Retry(GatewayError("timeout", f"the provider did not answer in time ({provider.name})")) from None
+            except aiohttp.ClientError as exc:  # the body broke off (reset, short read) before the client saw it
+                verdict, error = "fail", f"response broke off: {type(exc).__name__}"
+                raise _Retry(GatewayError("upstream", f"the provider's response broke off ({provider.name})",
+                                          status=502)) from None
             finally:
                 response.release()
         finally:

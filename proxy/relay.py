@@ -5,6 +5,7 @@ when it reports it, and otherwise the text seen so far, from which `proxy/usage.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,8 @@ from proxy.canonical import (
     ToolCallDelta,
     ToolCallStart,
 )
+
+log = logging.getLogger(__name__)
 
 
 class FailedBeforeFirstByte(Exception):
@@ -55,6 +58,16 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
     sent_start = False
     seen = outcome.output
     disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+    # A client that leaves while the provider is silent (thinking, stalled) must not hold the upstream
+    # request and its credential slot until the read timeout: its disconnect interrupts the wait at once.
+    relaying = asyncio.current_task()
+    watching = True
+
+    def interrupt(done: asyncio.Future) -> None:
+        if watching and not done.cancelled():
+            relaying.cancel()
+
+    disconnect.add_done_callback(interrupt)
 
     async def emit(events: list) -> None:
         nonlocal sent_start
@@ -89,13 +102,22 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
             if events:
                 outcome.upstream_started = True
             await emit(events)
-    except (GatewayError, aiohttp.ClientError, TimeoutError) as exc:
+    except asyncio.CancelledError:
+        if disconnect.done() and not disconnect.cancelled() and relaying.uncancel() == 0:
+            raise ClientDisconnected() from None
+        raise
+    except ClientDisconnected:
+        raise
+    except Exception as exc:  # a decoder choking on an odd payload is the provider's failure as much as a reset
+        if not isinstance(exc, GatewayError | aiohttp.ClientError | TimeoutError):
+            log.exception("could not translate the provider's stream")
         err = exc if isinstance(exc, GatewayError) else GatewayError("upstream", "the provider's stream failed")
         if not sent_start:
             raise FailedBeforeFirstByte(err) from None
         outcome.status, outcome.error_type, outcome.stream_failed = 502, err.kind, True
         await send({"type": "http.response.body", "body": encoder.error(err), "more_body": True})
     finally:
+        watching = False
         disconnect.cancel()
     await send({"type": "http.response.body", "body": b""})
 
