@@ -183,7 +183,9 @@ class Limits:
             self._health(self.local.settle(settlement, self._cooldown()))
         elif not self.degraded:
             self._pending.append(settlement)
-            self._spawn(self._flush_soon())
+            if not self._flushing:
+                self._flushing = True
+                self._spawn(self._flush_soon())
         # else: Redis is gone; the lease expires there by itself
         for wake in self.hooks.released:
             wake()
@@ -260,17 +262,12 @@ class Limits:
 
     async def _flush_soon(self) -> None:
         # Give a reserve that is about to run the chance to carry these settlements; then send them anyway.
-        if self._flushing:
-            return
-        self._flushing = True
         try:
             await asyncio.sleep(0.002)
-            if self._pending and not self.degraded:
+            while self._pending and not self.degraded:
                 await self._call({})
         finally:
             self._flushing = False
-        if self._pending:
-            self._spawn(self._flush_soon())
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
