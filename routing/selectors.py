@@ -49,3 +49,40 @@ def credential_health(credential_ids: list[int] | None = None) -> list[dict]:
             "headers_seen_at": None, "last_success_at": None, "live": False,
         })
     return out
+
+
+def preview_route(model: str) -> dict:
+    """Which credential would serve `model` now, and why the ones before it would not (dashboard preview).
+
+    Reads the configuration from the database and health from Redis; it reserves nothing, so the answer is
+    what the next request would most likely get (the proxy's own turn counters may pick another equal one).
+    """
+    from routing.selector import Selector
+    from routing.snapshot import build_snapshot
+
+    snapshot = build_snapshot()
+    route = snapshot.route_for(model)
+    if route is None:
+        return {"model": model, "route": None, "credential": None, "candidates": []}
+    plan = Selector().plan(route, snapshot)
+    ids = list(dict.fromkeys(c.credential.id for c in plan))
+    try:
+        health = read_health(ids)
+    except redis.RedisError:
+        health = {}
+    candidates, chosen = [], None
+    for candidate in plan:
+        credential = candidate.credential
+        state = health.get(credential.id, {"status": "ok", "in_flight": 0})
+        full = credential.max_inflight is not None and (state.get("in_flight") or 0) >= credential.max_inflight
+        spent = state.get("remaining_requests") == 0
+        usable = state["status"] == "ok" and not full and not spent
+        entry = {"route": candidate.route.model, "provider": candidate.target.provider.name,
+                 "credential": credential.name, "credential_id": credential.id, "tier": candidate.tier,
+                 "upstream_model": candidate.target.upstream_model or model, "status": state["status"],
+                 "busy": full or spent, "usable": usable}
+        candidates.append(entry)
+        if usable and chosen is None:
+            chosen = entry
+    return {"model": model, "route": route.model, "strategy": route.strategy, "credential": chosen,
+            "candidates": candidates}

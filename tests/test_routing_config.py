@@ -106,3 +106,17 @@ def test_anthropic_headers_with_rfc3339_resets():
 
 def test_no_headers_means_nothing_known():
     assert parse_headers({"content-type": "application/json"}).empty
+
+
+@pytest.mark.django_db
+def test_preview_names_the_credential_that_would_serve():
+    from routing import health
+    from routing.selectors import preview_route
+
+    import_config(routes({"model": "smart", "aliases": ["default"], "targets": [{"provider": "p"}]}))
+    credential = Route.objects.get(model="smart").targets.get().provider.credentials.get()
+    assert preview_route("default")["credential"]["credential"] == "k"
+    health.set_health(credential.id, "invalid", error="HTTP 401")
+    preview = preview_route("smart")
+    assert preview["credential"] is None and preview["candidates"][0]["status"] == "invalid"
+    assert preview_route("unknown")["route"] is None
