@@ -26,6 +26,8 @@ class ManagementViewSet(viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated]
     # PUT is left out on purpose: every update is a PATCH of the fields that change.
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    # Any path segment reaches the viewset, so a malformed id gets the API's JSON 404, not Django's HTML one.
+    lookup_value_regex = "[^/]+"
 
     def handle_exception(self, exc):
         if isinstance(exc, DjangoValidationError):

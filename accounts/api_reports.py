@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from accounts import audit, pricing, selectors
 from accounts.api_base import ManagementViewSet
 from accounts.csv_export import csv_response
-from accounts.filters import AuditEventFilter, PriceFilter
+from accounts.filters import AuditEventFilter, PriceFilter, as_utc
 from accounts.models import AuditEvent, ModelPrice
 from accounts.permissions import require_platform_admin
 
@@ -92,9 +92,9 @@ class UsageQuerySerializer(serializers.Serializer):
     model = serializers.CharField(required=False, max_length=200, help_text="Client model name")
 
     def validate(self, attrs):
-        until = attrs.get("until") or timezone.now()
+        until = as_utc(attrs["until"], "until") if attrs.get("until") else timezone.now()
         try:
-            since = attrs.get("since") or until - DEFAULT_USAGE_RANGE
+            since = as_utc(attrs["since"], "since") if attrs.get("since") else until - DEFAULT_USAGE_RANGE
         except OverflowError:
             raise serializers.ValidationError({"until": "out of range"}) from None
         if since >= until:
@@ -159,7 +159,8 @@ class CSVRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
-        # Only errors reach this renderer (the export streams its own response): one header, one row.
+        # Only errors of a client that asked for text/csv reach this renderer (the export builds its own
+        # response): one header, one row.
         buffer = io.StringIO()
         rows = data if isinstance(data, dict) else {"detail": data}
         writer = csv.writer(buffer)
@@ -180,7 +181,7 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Manage
         return selectors.audit_events_for(self.request.user)
 
     @extend_schema(filters=True, responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR)})
-    @action(detail=False, methods=["get"], renderer_classes=[CSVRenderer, JSONRenderer], pagination_class=None)
+    @action(detail=False, methods=["get"], renderer_classes=[JSONRenderer, CSVRenderer], pagination_class=None)
     def export(self, request):
         """The filtered events as CSV (newest first, at most 100,000 rows)."""
         events = self.filter_queryset(self.get_queryset())[:CSV_ROW_LIMIT]

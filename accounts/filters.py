@@ -5,11 +5,27 @@ filter would answer 400 for an id that does not exist and 200 for one that belon
 telling an outsider which ids exist.
 """
 
+from datetime import UTC, datetime
+
 from django.db.models import Q
 from django.utils import timezone
 from django_filters import rest_framework as filters
+from rest_framework import serializers
 
 from accounts.models import AuditEvent, GatewayToken, Invite, Membership, ModelPrice, Role, Team
+
+
+def as_utc(value: datetime, field: str) -> datetime:
+    """Python accepts UTC offsets Postgres refuses (beyond ±15:59): compare in UTC; refuse what does not fit."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise serializers.ValidationError({field: "date out of range"}) from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    def filter(self, qs, value):
+        return super().filter(qs, as_utc(value, self.field_name) if value is not None else None)
 
 
 class TeamFilter(filters.FilterSet):
@@ -64,8 +80,8 @@ class AuditEventFilter(filters.FilterSet):
     actor = filters.CharFilter(field_name="actor_label", help_text="Username (or token:<prefix>, cli, ...)")
     target_type = filters.CharFilter()
     target_id = filters.CharFilter()
-    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

@@ -139,6 +139,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {"TokenStatusEnum": "accounts.api.TOKEN_STATUSES",
                             "InviteStatusEnum": "accounts.api.INVITE_STATUSES"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "accounts.api_schema.add_error_responses",
+    ],
 }
 
 # --- ds2api knobs --------------------------------------------------------------------------------
