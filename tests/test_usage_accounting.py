@@ -1,7 +1,8 @@
 """Exactly one usage row per request, whatever happens to it, with the tokens the provider reported.
 
-2,000 mixed requests, 50 at a time: plain and streamed replies, reasoning, streams the client aborts
-midway, requests the provider refuses (400) and requests to a failing provider (500, then cooling down).
+2,000 mixed requests, 50 at a time: plain and streamed replies (some retried on another credential after a
+503), reasoning, streams the client aborts midway, requests the provider refuses (400) and requests to a
+failing provider (500, then cooling down).
 """
 
 import asyncio
@@ -77,6 +78,7 @@ def test_two_thousand_mixed_requests_make_two_thousand_exact_rows(fake, gateway)
     fake.state.add_fault(KEY_DRIP, "drip", delay=0.01)
     fake.state.add_fault(KEY_BAD, "status", status=400)
     fake.state.add_fault(KEY_FLAKY, "status", status=500)
+    fake.state.add_fault(KEY_A, "status", status=503, count=40)  # retried on B: still one row each
     # rows a previous test's stragglers may still write are not this test's
     last_id = UsageRecord.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
@@ -116,3 +118,4 @@ def test_two_thousand_mixed_requests_make_two_thousand_exact_rows(fake, gateway)
     per_status = dict(rows.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
     assert sum(per_status.values()) == TOTAL
     assert rows.filter(Q(streamed=True)).count() == len(by_kind["stream"]) + len(by_kind["abort"])
+    assert rows.filter(attempts=2, status=200, client_model="gpt-test").exists()
