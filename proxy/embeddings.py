@@ -18,7 +18,7 @@ from proxy.adapters.openai_chat import error_from_openai_body
 from proxy.adapters.validation import require_dict, require_list, require_str
 from proxy.asgi_io import Receive, Scope, Send
 from proxy.canonical import GatewayError, Usage
-from proxy.side_calls import Answer, SideCall, serve
+from proxy.side_calls import Answer, SideCall, read_json_object, serve
 from routing.selector import Candidate
 
 
@@ -39,16 +39,6 @@ def _error(kind: str, status: int, headers: dict[str, str], body: bytes) -> Gate
     if kind == "gemini":
         return error_from_gemini_response(status, body)
     return error_from_openai_body(status, headers, body)
-
-
-def _read(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError("upstream", "the provider returned an unreadable response") from exc
-    if not isinstance(data, dict):
-        raise GatewayError("upstream", "the provider returned an unreadable response")
-    return data
 
 
 def _estimated(texts: list[str]) -> Usage:
@@ -101,7 +91,7 @@ class OpenAIEmbeddings(SideCall):
         return _gemini_request(candidate, upstream_model, "batchEmbedContents", {"requests": requests})
 
     def answer(self, kind: str, body: bytes) -> Answer:
-        data = _read(body)
+        data = read_json_object(body)
         if kind == "openai":
             usage = data.get("usage") or {}
             data["model"] = self.model
@@ -159,7 +149,7 @@ class GeminiEmbeddings(SideCall):
         return _openai_request(candidate, body)
 
     def answer(self, kind: str, body: bytes) -> Answer:
-        data = _read(body)
+        data = read_json_object(body)
         if kind == "gemini":
             return Answer(data, _estimated(self.texts), ((b"x-ds2-usage", b"estimated"),))
         usage = Usage(input_tokens=int((data.get("usage") or {}).get("prompt_tokens") or 0))

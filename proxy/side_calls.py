@@ -35,6 +35,17 @@ class Answer:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
+def read_json_object(body: bytes) -> dict[str, Any]:
+    """A provider's JSON object answer; anything else is the provider's failure."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError("upstream", "the provider returned an unreadable response") from exc
+    if not isinstance(data, dict):
+        raise GatewayError("upstream", "the provider returned an unreadable response")
+    return data
+
+
 class SideCall:
     """One operation (e.g. embeddings for an OpenAI client). Subclasses fill these in."""
 

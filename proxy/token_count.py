@@ -25,7 +25,7 @@ from proxy.adapters.gemini_upstream import error_from_gemini_response, gemini_bo
 from proxy.adapters.validation import require_dict
 from proxy.asgi_io import Receive, Scope, Send
 from proxy.canonical import CanonicalRequest, GatewayError, Usage
-from proxy.side_calls import Answer, SideCall, serve
+from proxy.side_calls import Answer, SideCall, read_json_object, serve
 from routing.selector import Candidate
 
 # Fields Anthropic's count_tokens accepts (it refuses max_tokens, stream, sampling settings...).
@@ -55,12 +55,7 @@ class TokenCount(SideCall):
         return None  # no counting endpoint (OpenAI chat, local models): estimate
 
     def count(self, kind: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError("upstream", "the provider returned an unreadable response") from exc
-        if not isinstance(data, dict):
-            raise GatewayError("upstream", "the provider returned an unreadable response")
+        data = read_json_object(body)
         if kind == "anthropic":
             return int(data.get("input_tokens") or 0), data
         return int(get(data, "totalTokens", "total_tokens") or 0), data

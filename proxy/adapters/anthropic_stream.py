@@ -158,12 +158,7 @@ class AnthropicDecoder(SSEDecoder):
     def handle(self, sse: SSEEvent, events: list[StreamEvent]) -> None:
         if self._done or sse.event == "ping":
             return
-        try:
-            payload = orjson.loads(sse.data)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
-        if not isinstance(payload, dict):
-            raise GatewayError("upstream", "the provider sent a malformed stream event")
+        payload = self.payload(sse)
         kind = payload.get("type") or sse.event
         if kind == "content_block_delta":
             self._delta(payload, events)

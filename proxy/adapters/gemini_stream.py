@@ -161,12 +161,7 @@ class GeminiDecoder(SSEDecoder):
         return [StreamEnd(finish_to_canonical(self._finish, self._tools > 0), self._usage)]
 
     def handle(self, sse: SSEEvent, events: list[StreamEvent]) -> None:
-        try:
-            payload = orjson.loads(sse.data)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
-        if not isinstance(payload, dict):
-            raise GatewayError("upstream", "the provider sent a malformed stream event")
+        payload = self.payload(sse)
         if "error" in payload:
             raise error_from_gemini(payload["error"])
         metadata = get(payload, "usageMetadata", "usage_metadata")

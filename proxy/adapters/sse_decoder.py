@@ -5,6 +5,10 @@ in the same network chunk: they are returned, so the client still gets them, and
 the next call, which then ends the client's stream with its protocol's error event.
 """
 
+from typing import Any
+
+import orjson
+
 from proxy.adapters.base import StreamDecoder
 from proxy.canonical import GatewayError, StreamEvent
 from proxy.sse import SSEEvent, SSEParser
@@ -24,6 +28,17 @@ class SSEDecoder(StreamDecoder):
     def end(self) -> list[StreamEvent]:
         """At end of input: the final StreamEnd, or GatewayError("upstream") if the stream was cut short."""
         raise NotImplementedError
+
+    @staticmethod
+    def payload(sse: SSEEvent) -> dict[str, Any]:
+        """The event's JSON object; anything else means the provider sent a broken stream."""
+        try:
+            data = orjson.loads(sse.data)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
+        if not isinstance(data, dict):
+            raise GatewayError("upstream", "the provider sent a malformed stream event")
+        return data
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         return self._run(self._sse.feed(chunk))
