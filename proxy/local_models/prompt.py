@@ -111,9 +111,19 @@ def prepare(loaded: LoadedModel, request: CanonicalRequest, options: LocalOption
     messages, images = _messages(loaded, request)
     if not messages:
         raise GatewayError("invalid_request", "the request has no messages", param="messages")
-    prompt = loaded.render(messages, tools or None)
+    from jinja2 import TemplateError
+
+    try:
+        prompt = loaded.render(messages, tools or None)
+    except TemplateError as exc:  # e.g. a template that refuses a system prompt or an unknown role
+        raise GatewayError("invalid_request", f"this local model's chat template refused the conversation: {exc}",
+                           param="messages") from None
     if loaded.vision:
-        inputs = loaded.processor(text=prompt, images=[images] if images else None, return_tensors="pt")
+        try:
+            inputs = loaded.processor(text=prompt, images=[images] if images else None, return_tensors="pt")
+        except ValueError as exc:  # the processor checks images against the image slots the template made
+            raise GatewayError("invalid_request", f"this local model cannot take these images: {exc}",
+                               param="messages") from None
     else:
         # The template already placed any BOS token it wants.
         inputs = loaded.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
