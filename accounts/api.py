@@ -327,7 +327,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ManagementV
     def _changeable(self) -> GatewayToken:
         token = self.get_object()
         if not may_change_token(self.request.user, token):
-            require_role(self.request.user, token.team_id, Role.ADMIN, "change this token")
+            raise PermissionDenied("your role in this team does not allow you to change this token")
         return token
 
     def partial_update(self, request, pk=None):

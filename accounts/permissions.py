@@ -2,7 +2,7 @@
 
 - viewer: reads the team, its members, its tokens (prefix only) and its usage.
 - member: also creates tokens for themself and rotates / revokes / edits the tokens they created.
-- admin: manages every token of the team; reads its invites and audit log.
+- admin: manages every token of the team (but admin tokens); reads its invites and audit log.
 - owner: also manages members and invites.
 - platform admin (superuser, or an admin gateway token): everything, including team ceilings,
   providers, credentials, routes and prices.
@@ -54,6 +54,9 @@ def require_platform_admin(user, action: str = "do this") -> None:
 
 
 def may_change_token(user, token: GatewayToken) -> bool:
+    if token.is_admin:
+        # Rotating an admin token hands out a new admin value: that is as much as minting one.
+        return user.is_superuser
     if has_role(user, token.team_id, Role.ADMIN):
         return True
     return has_role(user, token.team_id, Role.MEMBER) and token.created_by_id == user.pk

@@ -214,6 +214,8 @@ def rotate_token(
     """
     if not token.is_active():
         raise ValidationError("only an active token can be rotated")
+    if token.is_admin and not _may_mint_admin_tokens(actor):
+        raise ValidationError({"is_admin": "only a platform admin may rotate an admin token"})
     if not timedelta(0) <= overlap <= MAX_ROTATION_OVERLAP:
         raise ValidationError({"overlap_seconds": f"must be between 0 and {int(MAX_ROTATION_OVERLAP.total_seconds())}"})
     name, expiry = token.name, token.expires_at

@@ -108,6 +108,8 @@ def test_every_member_lists_the_teams_tokens_by_prefix(world, who):
     assert [(t["name"], t["prefix"], t["status"]) for t in body["results"]] == [
         ("shared", issued.plaintext[:12], "active")
     ]
+    budget = api(world.user(who)).get(f"/api/tokens/{issued.token.pk}/budget/")
+    assert budget.status_code == 200 and budget.json()["budget_usd"] is None
 
 
 def test_outsider_never_sees_or_touches_another_teams_token(world):
@@ -130,6 +132,17 @@ def test_who_may_change_someone_elses_token(world, who, allowed):
     assert client.patch(f"/api/tokens/{token.pk}/", {"rpm": 5}, format="json").status_code == expected
     assert client.post(f"/api/tokens/{token.pk}/rotate/", {}, format="json").status_code == (201 if allowed else 403)
     assert client.post(f"/api/tokens/{token.pk}/revoke/").status_code in ((200,) if allowed else (403,))
+
+
+@pytest.mark.parametrize("who", ["owner", "admin"])
+def test_team_admins_cannot_rotate_or_change_an_admin_token(world, who):
+    admin_token = services.issue_token(world.team, "automation", is_admin=True).token
+    client = api(world.user(who))
+    assert client.post(f"/api/tokens/{admin_token.pk}/rotate/", {}, format="json").status_code == 403
+    assert client.patch(f"/api/tokens/{admin_token.pk}/", {"rpm": 1}, format="json").status_code == 403
+    assert client.post(f"/api/tokens/{admin_token.pk}/revoke/").status_code == 403
+    assert GatewayToken.objects.filter(is_admin=True).count() == 1
+    assert api(world.user("superuser")).post(f"/api/tokens/{admin_token.pk}/rotate/", {}, format="json").status_code == 201
 
 
 def test_members_manage_the_tokens_they_created(world):

@@ -65,3 +65,19 @@ schema = schemathesis.openapi.from_wsgi(
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_matches_its_schema(case, admin_headers):
     case.call_and_validate(headers=admin_headers, checks=CHECKS)
+
+
+@pytest.mark.django_db
+def test_schema_and_docs_are_served_without_a_cdn(client):
+    schema_response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert schema_response.status_code == 200
+    assert "/api/tokens/{id}/rotate/" in schema_response.json()["paths"]
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower() and "unpkg" not in html.lower()
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200 and b"/api/schema/" in script.content
+    bundle = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+    assert bundle.status_code == 200
