@@ -6,7 +6,8 @@ Starts the fake upstream and the gateway as in production (uvicorn, several work
 3. throughput at 50 concurrent connections, direct vs gateway;
 4. the same for an OpenAI client served by an Anthropic upstream (conversion cost);
 5. gateway RSS per worker at rest and under load;
-6. with --with-litellm, the same against LiteLLM's proxy in front of the same fake.
+6. dashboard page render times with 1 million usage rows (100,000 with --quick; bench/dashboard_pages.py);
+7. with --with-litellm, the same against LiteLLM's proxy in front of the same fake.
 Writes bench/results.json and bench/results.md and prints a summary table.
 """
 
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.dashboard_pages import run_in_subprocess as run_dashboard_pages
 from bench.gateway_config import BENCH_TOKEN, UPSTREAM_KEY, prepare_gateway_database
 from bench.measure import sequential, throughput
 from bench.processes import ROOT, Server, free_port, python
@@ -103,6 +105,11 @@ def run(args) -> dict:
         results["throughput"] = {name: attempt(throughput, *urls[name], body, 50, args.seconds)
                                  for name, body in scenario_bodies(False).items()}
         results["rss_under_load_mb"] = sampler.stop()
+        results["dashboard"] = attempt(run_dashboard_pages, env, args.dashboard_rows)
+        if args.local:
+            from bench.local import measure_local
+
+            results["local"] = measure_local(env)
         if args.with_litellm:
             from bench.litellm import measure_litellm
 
@@ -118,11 +125,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter load runs")
     parser.add_argument("--with-litellm", action="store_true", help="also measure LiteLLM's proxy")
+    parser.add_argument("--no-local", dest="local", action="store_false",
+                        help="skip the local-model comparison (it runs when the local extra is installed)")
     parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
     parser.add_argument("--fake-workers", type=int, default=1)
     args = parser.parse_args()
     args.sequential = 200 if args.quick else 1000
     args.seconds = 4 if args.quick else 10
+    args.dashboard_rows = 100_000 if args.quick else 1_000_000
     results = run(args)
     results.update(report.environment())
     out = ROOT / "bench"

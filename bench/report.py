@@ -87,12 +87,28 @@ def markdown(r: dict) -> str:
         lines.append(f"| {label} | **{t['requests_per_s']:.0f}** | {t['p50_ms']} ms | {t['p99_ms']} ms | {t['non_2xx']} |")
     lines += ["", "## Memory", "", f"Gateway RSS per worker at rest: {r['rss_at_rest_mb']} MB; peak under load: "
               f"{r['rss_under_load_mb']} MB.", ""]
+    if "dashboard" in r:
+        lines += _dashboard_section(r["dashboard"])
+    if "local" in r:
+        lines += _local_section(r["local"])
     if "litellm" in r:
         lines += _litellm_section(r)
     lines += ["## Targets (issue #8)", "",
               "added p50 ≤ 1 ms, p99 ≤ 3 ms · added streaming TTFB ≤ 1 ms · ≥ 2,500 requests/s with 2 workers · "
               "RSS ≤ 150 MB per worker.", ""]
     return "\n".join(lines)
+
+
+def _dashboard_section(d: dict) -> list[str]:
+    if "error" in d:
+        return ["## Dashboard pages", "", f"Not measured: {d['error']}", ""]
+    lines = ["## Dashboard pages", "",
+             f"{d['rows']:,} usage rows over 30 days (rollups built); Django test client, no network; "
+             f"target < {d['target_ms']:.0f} ms per page.", "",
+             "| who and page | p50 | max |", "|---|---|---|"]
+    for page, t in d["pages"].items():
+        lines.append(f"| {page} | {t['p50_ms']} ms | {t['max_ms']} ms |")
+    return lines + [""]
 
 
 def _litellm_section(r: dict) -> list[str]:
@@ -112,3 +128,17 @@ def _litellm_section(r: dict) -> list[str]:
             f"| added latency p50 | {ours_added} ms | {theirs_added} ms | {theirs_added / max(ours_added, 0.001):.1f}× |",
             f"| added streaming TTFB p50 | {ours_ttfb} ms | {theirs_ttfb} ms | |",
             f"| RSS per worker under load | {r['rss_under_load_mb']} MB | {lite['rss_under_load_mb']} MB | |", ""]
+
+
+def _local_section(local: dict) -> list[str]:
+    if "error" in local:
+        return ["## Local model", "", f"Not measured: {local['error']}", ""]
+    d, g = local["direct"], local["gateway"]
+
+    def fmt(value, scale=1.0, unit=""):
+        return f"{value * scale:.1f}{unit}" if isinstance(value, int | float) else "n/a"
+
+    return [f"## Local model ({local['model']}, {local['max_new_tokens']} new tokens, median)", "",
+            "| | direct transformers | through the gateway |", "|---|---|---|",
+            f"| time to first token | {fmt(d['ttft_s'], 1000, ' ms')} | {fmt(g['ttft_s'], 1000, ' ms')} |",
+            f"| tokens/s | {fmt(d['tokens_per_s'])} | {fmt(g['tokens_per_s'])} |", ""]
