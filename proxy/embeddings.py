@@ -12,7 +12,7 @@ import orjson
 
 from proxy import estimate
 from proxy.adapters.base import UpstreamRequest
-from proxy.adapters.gemini import get
+from proxy.adapters.gemini_parts import get
 from proxy.adapters.gemini_upstream import error_from_gemini_response, gemini_headers, model_url
 from proxy.adapters.openai_chat import error_from_openai_body
 from proxy.adapters.validation import require_dict, require_list, require_str

@@ -20,7 +20,8 @@ from proxy.adapters.anthropic_upstream import (
     messages_url,
 )
 from proxy.adapters.base import InboundCall, UpstreamRequest
-from proxy.adapters.gemini import GeminiClient, get
+from proxy.adapters.gemini import GeminiClient
+from proxy.adapters.gemini_parts import get
 from proxy.adapters.gemini_upstream import error_from_gemini_response, gemini_body, gemini_headers, model_url
 from proxy.adapters.validation import require_dict
 from proxy.asgi_io import Receive, Scope, Send

@@ -13,7 +13,7 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
 from proxy.adapters.anthropic_stream import AnthropicDecoder, AnthropicEncoder
-from proxy.adapters.gemini import call_id
+from proxy.adapters.gemini_parts import call_id
 from proxy.adapters.gemini_stream import GeminiDecoder, GeminiEncoder
 from proxy.canonical import (
     CanonicalRequest,

@@ -11,14 +11,13 @@ from typing import Any
 import orjson
 
 from proxy.adapters.base import StreamEncoder
-from proxy.adapters.gemini import (
+from proxy.adapters.gemini import gemini_error_body, response_id
+from proxy.adapters.gemini_parts import (
     FINISH_FROM_CANONICAL,
     call_id,
     finish_to_canonical,
     function_call_part,
-    gemini_error_body,
     get,
-    response_id,
     usage_from_gemini,
     usage_to_gemini,
 )

@@ -12,7 +12,7 @@ import orjson
 
 from proxy.adapters import register_upstream
 from proxy.adapters.base import StreamDecoder, UpstreamAdapter, UpstreamRequest
-from proxy.adapters.gemini import finish_to_canonical, get, parse_parts, usage_from_gemini
+from proxy.adapters.gemini_parts import finish_to_canonical, get, parse_parts, usage_from_gemini
 from proxy.adapters.gemini_stream import GeminiDecoder, error_from_gemini
 from proxy.adapters.signatures import from_gemini, gemini_native
 from proxy.canonical import (
