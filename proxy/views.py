@@ -94,8 +94,7 @@ def usage(request: HttpRequest) -> HttpResponse:
         "totals": _row(usage_totals(points)),
         "series": series,
         "chart_data": chart_data,
-        "charts": [{"metric": m, "rows": [(row["label"], [row[key] for key, _ in m.columns]) for row in series]}
-                   for m in METRICS],
+        "metrics": METRICS,
         "granularity": granularity,
         "range_links": _filter_links(request, form),
         "breakdown": _breakdown_rows(query, by),

@@ -53,6 +53,19 @@ def test_series_from_rollups_and_the_raw_tail_count_every_row_once():
     assert only_101.requests == 7 and only_101.p95_ms is not None
 
 
+def test_multi_day_breakdowns_read_day_rollups_without_double_counting():
+    now = timezone.now()
+    for hours, credential in ((70, 101), (50, 101), (30, 102), (3, 101)):
+        row(now - timedelta(hours=hours), credential_id=credential)
+    rollup_writer.roll_up_pending(now - timedelta(hours=1))
+    row(now - timedelta(minutes=10), credential_id=102)
+    query = UsageQuery(start=now - timedelta(days=3), end=now)
+    assert {key: stats.requests for key, stats in usage_breakdown(query, "credential")} == {101: 3, 102: 2}
+    assert usage_totals(usage_series(query)[1]).requests == 5
+    team = UsageQuery(start=now - timedelta(days=3), end=now, team_id=1, team_ids=(1,))
+    assert [(key, stats.requests) for key, stats in usage_breakdown(team, "model")] == [("gpt-a", 5)]
+
+
 def test_a_team_scope_sees_only_its_rows():
     now = timezone.now()
     row(now - timedelta(minutes=5), team_id=1, client_model="gpt-a")

@@ -24,6 +24,31 @@
     latency: { type: "line", datasets: [line("p50", s.p50_ms, 0), line("p95", s.p95_ms, 1), line("average", s.avg_latency_ms, 2)] }
   };
 
+  // The table under each chart is built from the same data the first time it is opened.
+  document.querySelectorAll("details[data-table-for]").forEach(function (details) {
+    details.addEventListener("toggle", function () {
+      var body = details.querySelector("tbody");
+      if (!details.open || body.rows.length) return;
+      var keys = Array.prototype.map.call(details.querySelectorAll("th[data-key]"), function (th) { return th.dataset.key; });
+      var fragment = document.createDocumentFragment();
+      data.labels.forEach(function (label, i) {
+        var tr = document.createElement("tr");
+        var first = document.createElement("td");
+        first.textContent = label;
+        tr.appendChild(first);
+        keys.forEach(function (key) {
+          var td = document.createElement("td");
+          var value = s[key][i];
+          td.className = "num";
+          td.textContent = value === null || value === undefined ? "—" : value;
+          tr.appendChild(td);
+        });
+        fragment.appendChild(tr);
+      });
+      body.appendChild(fragment);
+    });
+  });
+
   document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
     var spec = charts[canvas.dataset.chart];
     if (!spec) return;
