@@ -18,6 +18,7 @@ from proxy.adapters.base import (
     UpstreamAdapter,
     UpstreamRequest,
 )
+from proxy.adapters.sse_decoder import SSEDecoder
 from proxy.adapters.validation import (
     check_bool,
     check_number,
@@ -50,7 +51,7 @@ from proxy.canonical import (
     Usage,
     kind_for_status,
 )
-from proxy.sse import SSEParser, sse_data
+from proxy.sse import SSEEvent, sse_data
 
 ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -447,27 +448,22 @@ def error_from_openai_body(status: int, headers: dict[str, str], body: bytes) ->
                         retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None)
 
 
-class OpenAIChatDecoder(StreamDecoder):
-    __slots__ = ("_sse", "_started", "_finish", "_usage", "_tool_index", "_done")
+class OpenAIChatDecoder(SSEDecoder):
+    """Reads `chat.completion.chunk` streams. `[DONE]` ends the stream; a stream that stops without it
+    still ends normally once a finish reason arrived (some compatible hosts never send `[DONE]`)."""
+
+    __slots__ = ("_started", "_finish", "_usage", "_tool_index", "_done")
 
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._started = False
         self._finish: str | None = None
         self._usage = Usage()
         self._tool_index: dict[int, int] = {}
         self._done = False
 
-    def feed(self, chunk: bytes) -> list:
+    def end(self) -> list:
         events: list = []
-        for sse in self._sse.feed(chunk):
-            self._handle(sse.data, events)
-        return events
-
-    def close(self) -> list:
-        events: list = []
-        for sse in self._sse.close():
-            self._handle(sse.data, events)
         if not self._done:
             if self._finish is None:
                 raise GatewayError("upstream", "the provider's stream ended before it finished")
@@ -479,19 +475,15 @@ class OpenAIChatDecoder(StreamDecoder):
             self._done = True
             events.append(StreamEnd(FINISH_FROM_OPENAI.get(self._finish or "stop", "stop"), self._usage))
 
-    def _handle(self, data: str, events: list) -> None:
+    def handle(self, sse: SSEEvent, events: list) -> None:
         if self._done:
             return
-        if data == "[DONE]":
+        if sse.data.startswith("[DONE]"):
             self._end(events)
             return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
-        if not isinstance(chunk, dict):
-            raise GatewayError("upstream", "the provider sent a malformed stream event")
-        if "error" in chunk:
+        chunk = self.payload(sse)
+        # Read as the openai SDK reads it: only a non-empty `error` ends the stream.
+        if chunk.get("error"):
             error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
             raise GatewayError("upstream", error.get("message") or "the provider reported an error mid-stream")
         if not self._started:
