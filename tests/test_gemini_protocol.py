@@ -352,3 +352,13 @@ def test_reasoning_signatures_reach_only_the_provider_that_made_them():
     back.extra.clear()
     thinking = anthropic_body(back, "claude")["messages"][1]["content"][0]
     assert thinking == {"type": "thinking", "thinking": "hmm", "signature": "QW50aHJvcGlj"}  # ...and returns
+
+
+def test_media_the_chosen_provider_cannot_take_is_refused_naming_it(fake, gateway, gemini):
+    setup = setup_for(fake, "anthropic")
+    audio = types.Part.from_bytes(data=b"RIFF0000WAVE", mime_type="audio/wav")
+    with pytest.raises(genai.errors.ClientError) as info:
+        gemini(setup.token).models.generate_content(
+            model="gemini-test", contents=[types.Content(role="user", parts=[types.Part.from_text(text="hi"), audio])])
+    assert (info.value.code, info.value.status) == (400, "INVALID_ARGUMENT") and "audio/wav" in info.value.message
+    assert fake.state.last_request() is None  # refused before any provider was called

@@ -10,6 +10,7 @@ import orjson
 
 from proxy.adapters import register_upstream
 from proxy.adapters.anthropic import (
+    IMAGE_TYPES,
     STOP_TO_CANONICAL,
     image_block,
     parse_blocks,
@@ -50,6 +51,14 @@ def anthropic_headers(secret: str, extra_headers: dict) -> dict[str, str]:
             **extra_headers}
 
 
+def _media_block(part: ImagePart) -> dict[str, Any]:
+    media_type = part.media_type or ""
+    if part.data is not None and not (media_type in IMAGE_TYPES or media_type == "application/pdf"):
+        raise GatewayError("invalid_request", f"this model's provider accepts images and PDF documents, not "
+                           f"{media_type or 'untyped data'}", param="messages")
+    return image_block(part)
+
+
 def _result_block(result: ToolResult) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     for part in result.content:
@@ -57,7 +66,7 @@ def _result_block(result: ToolResult) -> dict[str, Any]:
             if part.text:
                 content.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
-            content.append(image_block(part))
+            content.append(_media_block(part))
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": content}
     if result.is_error:
         block["is_error"] = True
@@ -80,7 +89,7 @@ def _message_blocks(message: Message) -> list[dict[str, Any]]:
             if part.text:  # the API refuses empty text blocks
                 blocks.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
-            blocks.append(image_block(part))
+            blocks.append(_media_block(part))
         elif isinstance(part, ToolCall):
             blocks.append({"type": "tool_use", "id": part.id, "name": part.name, "input": tool_input(part.arguments)})
         elif isinstance(part, ToolResult):
