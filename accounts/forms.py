@@ -10,8 +10,8 @@ from django.utils import timezone
 from accounts.models import Role
 
 
-class GlobListField(forms.CharField):
-    """Model names or globs, comma- or newline-separated."""
+class NameListField(forms.CharField):
+    """Names or globs (models, aliases, fallback routes, IP networks), comma- or newline-separated."""
 
     def to_python(self, value):
         return [item.strip() for item in re.split(r"[,\n]", value or "") if item.strip()]
@@ -22,7 +22,7 @@ class GlobListField(forms.CharField):
 
 class TeamForm(forms.Form):
     name = forms.CharField(max_length=100)
-    allowed_models = GlobListField(required=False, help_text='Model globs the team may use; empty means "*"')
+    allowed_models = NameListField(required=False, help_text='Model globs the team may use; empty means "*"')
     rpm = forms.IntegerField(required=False, min_value=1, label="RPM ceiling")
     tpm = forms.IntegerField(required=False, min_value=1, label="TPM ceiling")
     max_concurrency = forms.IntegerField(required=False, min_value=1, label="Concurrency ceiling")
@@ -55,7 +55,7 @@ class InviteForm(forms.Form):
 
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100)
-    allowed_models = GlobListField(required=False, help_text="Empty: every model the team may use")
+    allowed_models = NameListField(required=False, help_text="Empty: every model the team may use")
     rpm = forms.IntegerField(required=False, min_value=1, label="RPM")
     tpm = forms.IntegerField(required=False, min_value=1, label="TPM")
     max_concurrency = forms.IntegerField(required=False, min_value=1, label="Concurrency")
@@ -63,7 +63,7 @@ class TokenForm(forms.Form):
                                     label="Monthly budget (USD)")
     expires_in_days = forms.IntegerField(required=False, min_value=1, max_value=3650,
                                          help_text="Empty: never expires")
-    allowed_ips = GlobListField(required=False, label="Allowed IPs", help_text="Addresses or CIDR networks")
+    allowed_ips = NameListField(required=False, label="Allowed IPs", help_text="Addresses or CIDR networks")
 
     def service_fields(self) -> dict:
         data = dict(self.cleaned_data)

@@ -6,6 +6,7 @@ import re
 from django import forms
 from django.core.exceptions import ValidationError
 
+from accounts.forms import NameListField
 from routing.models import Provider, ProviderKind, Strategy
 
 
@@ -29,18 +30,6 @@ class JSONObjectField(forms.CharField):
     def prepare_value(self, value):
         if isinstance(value, dict):
             return json.dumps(value) if value else ""
-        return value
-
-
-class NameListField(forms.CharField):
-    """Comma- or newline-separated names (model aliases, fallback routes)."""
-
-    def to_python(self, value):
-        return [item.strip() for item in re.split(r"[,\n]", value or "") if item.strip()]
-
-    def prepare_value(self, value):
-        if isinstance(value, list | tuple):
-            return ", ".join(value)
         return value
 
 
