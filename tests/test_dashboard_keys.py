@@ -196,3 +196,23 @@ def test_delete_a_provider_and_a_route(admin, provider):
     admin.post(f"/providers/{provider.pk}/delete/")
     assert not Provider.objects.exists() and not Credential.objects.exists()
     assert set(AuditEvent.objects.values_list("action", flat=True)) >= {"route.delete", "provider.delete"}
+
+
+def test_the_overview_tile_shows_headroom_from_the_providers_last_headers(fake, gateway):
+    import openai
+
+    from tests.conftest import make_setup
+
+    setup = make_setup(fake.url, secrets=("sk-headroom-0000dddd",))
+    services.save_credential(setup.provider, "acct-0", max_inflight=4)
+    fake.state.set_ratelimit("*", remaining_requests=42, limit_requests=60, remaining_tokens=9000,
+                             limit_tokens=10000, reset_requests=30.0, reset_tokens=30.0)
+    openai.OpenAI(base_url=gateway.url + "/v1", api_key=setup.token, max_retries=0).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    client = Client()
+    client.force_login(SuperUserFactory(username="root"))
+    html = client.get("/").content.decode()
+    tile = html[html.index(f'data-credential="{setup.credentials[0].pk}"'):]
+    tile = tile[: tile.index("</article>")]
+    assert "42 / 60" in tile and "9000 / 10000" in tile  # requests and tokens left of the provider's limits
+    assert "/ <span data-field=\"max_inflight\">4</span>" in tile and "…dddd" in tile
