@@ -22,6 +22,7 @@ from proxy.asgi_io import JSON_HEADERS, BodyTooLarge, ClientDisconnected, Receiv
 from proxy.auth import authenticate
 from proxy.canonical import GatewayError, Usage
 from proxy.pipeline import RETRYABLE_STATUS, _classify
+from proxy.upstream import header_dict
 from routing.limits import Settlement
 from routing.ratelimit_headers import parse_headers
 from routing.selector import Candidate
@@ -166,7 +167,7 @@ async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, 
                 headroom = parse_headers(response.headers)
                 body = await response.read()
                 if response.status >= 400:
-                    err = call.parse_error(provider.kind, response.status, dict(response.headers), body)
+                    err = call.parse_error(provider.kind, response.status, header_dict(response), body)
                     verdict, note, retry_after = _classify(response.status, err, headroom)
                     note = note or f"HTTP {response.status}: {err.message}"[:300]
                     if verdict == "auth":  # the provider refused our key: the client's own token is fine

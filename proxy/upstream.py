@@ -39,3 +39,8 @@ class UpstreamClient:
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+def header_dict(response: aiohttp.ClientResponse) -> dict[str, str]:
+    """Response headers with lower-case names, as the adapters look them up (HTTP names are case-insensitive)."""
+    return {name.lower(): value for name, value in response.headers.items()}
