@@ -24,6 +24,9 @@ CLOSE_UNAUTHENTICATED = 4401
 # Health changes arrive in bursts (a 429 storm cools many keys at once): gather them for a moment and
 # re-read the tiles once.
 HEALTH_COALESCE_SECONDS = 0.2
+# In-flight counts and provider headroom change with every request but announce nothing: credentials that
+# just served traffic get their tiles re-read, at most this often.
+BUSY_REFRESH_SECONDS = 1.0
 
 
 @database_sync_to_async
@@ -37,6 +40,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.joined: list[str] = []
         self.health_task: asyncio.Task | None = None
+        self.busy_ids: set[int] = set()
+        self.busy_task: asyncio.Task | None = None
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -57,10 +62,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(await database_sync_to_async(health_message)())
 
     async def disconnect(self, code: int) -> None:
-        if self.health_task is not None:
-            self.health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.health_task
+        for task in (self.health_task, self.busy_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -71,6 +77,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def live_message(self, event: dict) -> None:
         for payload in event["payloads"]:
             await self.send_json(payload)
+            if payload.get("by_credential"):
+                self.busy_ids.update(int(i) for i in payload["by_credential"])
+                if self.busy_task is None or self.busy_task.done():
+                    self.busy_task = asyncio.create_task(self._refresh_busy())
+
+    async def _refresh_busy(self) -> None:
+        await asyncio.sleep(BUSY_REFRESH_SECONDS)
+        ids, self.busy_ids = sorted(self.busy_ids), set()
+        await self.send_json(await database_sync_to_async(health_message)(ids))
 
     async def _follow_health(self, ready: asyncio.Event) -> None:
         """Forward credential health changes, re-reading the tiles they name, until the socket closes."""

@@ -150,3 +150,22 @@ async def test_members_do_not_receive_health(fake):
     await database_sync_to_async(health.set_health)(credential.pk, HealthStatus.INVALID, error="bad key")
     assert await communicator.receive_nothing(timeout=0.5)
     await communicator.disconnect()
+
+
+async def test_credentials_that_served_traffic_get_fresh_tiles(fake):
+    world = await database_sync_to_async(make_world)()
+    credential = await _credential(fake.url)
+    communicator, connected, _ = await _connect(world.user("superuser"))
+    assert connected
+    await _until(communicator, "health")
+    rows = await _rows(world.team.pk, 2)
+    await database_sync_to_async(UsageRecord.objects.filter(pk__in=[r.pk for r in rows]).update)(
+        credential_id=credential.pk)
+    for r in rows:
+        r.credential_id = credential.pk
+    await live_feed.publish_usage(rows)
+    counters = await _until(communicator, "counters")
+    assert counters["by_credential"] == {str(credential.pk): 2}
+    tiles = await _until(communicator, "health")  # in-flight and headroom, re-read after the traffic
+    assert [t["id"] for t in tiles["credentials"]] == [credential.pk]
+    await communicator.disconnect()
