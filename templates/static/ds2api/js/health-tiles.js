@@ -10,7 +10,7 @@
     var node = el.querySelector('[data-field="' + name + '"]');
     if (node) node.textContent = text;
   }
-  function orDash(v) { return v === null || v === undefined ? "—" : Number(v).toLocaleString(); }
+  function orDash(v) { return v === null || v === undefined ? "—" : String(v); }
 
   function countdown(el) {
     var until = parseFloat(el.dataset.until || "");
