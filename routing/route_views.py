@@ -9,8 +9,9 @@ from django.views.decorators.http import require_POST
 from accounts.page_access import is_htmx, platform_admin_required
 from routing import services
 from routing.forms import RouteForm, TargetFormSet
-from routing.models import Route
-from routing.preview import preview_route
+from routing.models import Credential, Route
+from routing.selector import TIER_SPAN
+from routing.selectors import preview_route
 
 ROUTE_FIELDS = ("strategy", "priority", "retry_budget", "timeout", "aliases", "fallbacks", "enabled")
 
@@ -85,11 +86,28 @@ def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("routing:routes")
 
 
+def _preview(model: str) -> dict:
+    """routing.selectors.preview_route, with what the page shows besides: masked keys, tiers, the verdict."""
+    preview = preview_route(model)
+    last4 = dict(Credential.objects.filter(pk__in=[c["credential_id"] for c in preview["candidates"]])
+                 .values_list("pk", "last4"))
+    for c in preview["candidates"]:
+        c["masked"] = f"…{last4.get(c['credential_id'], '')}"
+        c["fallback"], c["tier"] = c["route"] != preview["route"], c["tier"] % TIER_SPAN
+    if preview["route"] is None:
+        preview["reason"] = f"no enabled route matches {model!r}: the gateway answers 404"
+    elif not preview["candidates"]:
+        preview["reason"] = "the route has no enabled provider with an enabled key: the gateway answers 503"
+    elif preview["credential"] is None:
+        preview["reason"] = "no usable credential now (cooling, invalid or busy): requests wait, then get 429/503"
+    return preview
+
+
 @platform_admin_required
 def route_preview(request: HttpRequest) -> HttpResponse:
     """An HTML fragment (htmx) or, without JavaScript, the routes page with the preview filled in."""
     model = request.GET.get("model", "").strip()[:200]
-    preview = preview_route(model) if model else None
+    preview = _preview(model) if model else None
     if not is_htmx(request):
         rows = Route.objects.prefetch_related("targets__provider").order_by("-priority", "model")
         return render(request, "routing/routes.html", {"routes": rows, "preview": preview, "preview_model": model})

@@ -170,7 +170,7 @@ def test_preview_names_the_credential_that_would_serve_and_skips_unhealthy_ones(
     assert 'data-chosen="fake-openai/second"' in html and "cooling" in html
     health.set_health(second.pk, HealthStatus.INVALID, error="bad key")
     html = htmx_get(admin, "/routes/preview/?model=gpt-test")
-    assert 'data-chosen=""' in html and "no healthy credential" in html
+    assert 'data-chosen=""' in html and "no usable credential" in html
     assert "no enabled route" in htmx_get(admin, "/routes/preview/?model=nothing-here")
     assert "sk-first" not in html and "…1111" in html
 
