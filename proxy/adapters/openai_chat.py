@@ -492,6 +492,8 @@ class OpenAIChatDecoder(SSEDecoder):
         if chunk.get("usage"):
             self._usage = usage_from_openai(chunk["usage"])
         for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:  # with `n` > 1 only the first choice is answered, as when not streamed
+                continue
             delta = choice.get("delta") or {}
             reasoning = _reasoning_of(delta)
             if reasoning:
