@@ -62,7 +62,7 @@ class Granularity(models.TextChoices):
 class Dimension(models.TextChoices):
     ALL = "all"  # key "": the whole gateway (overview)
     CREDENTIAL = "credential"  # key: credential id
-    TOKEN = "token"  # key: gateway token id
+    TOKEN = "token"  # noqa: S105 (a dimension name) — key: gateway token id
     TEAM = "team"  # key: team id
     MODEL = "model"  # key: the client's model name
     TEAM_MODEL = "team_model"  # key: "<team id>:<model>", so a team sees its own per-model usage
