@@ -12,6 +12,7 @@ import time
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from proxy.canonical import GatewayError
 from proxy.db import run_db
 from routing.config_events import channel_name, local_generation
 from routing.snapshot import EMPTY, Snapshot, build_snapshot
@@ -62,9 +63,11 @@ class ConfigCache:
             self.snapshot = await run_db(build_snapshot)
             self._generation = generation
             self._loaded.set()
-        except Exception:
+        except Exception as exc:
             if not self._loaded.is_set():
-                raise
+                # No snapshot yet (a worker started while Postgres is down): a retryable 503, not a crash.
+                log.warning("config load failed (%s: %s); answering 503 until it succeeds", type(exc).__name__, exc)
+                raise GatewayError("overloaded", "the gateway cannot read its configuration yet; retry shortly") from exc
             log.exception("config reload failed; serving the previous snapshot")
 
     async def _listen(self) -> None:

@@ -8,6 +8,7 @@ it, the stream ends with the protocol's own error event. Each attempt's outcome 
 health (cooldowns, invalid keys, headroom). Exactly one usage row is recorded per request, whatever happens.
 """
 
+import asyncio
 import logging
 import math
 import time
@@ -35,8 +36,9 @@ from proxy.canonical import CanonicalRequest, GatewayError
 from proxy.estimate import request_tokens_quick
 from proxy.outcome import Outcome
 from proxy.redact import scrub_error
-from proxy.relay import FailedBeforeFirstByte, decoded, relay, send_result
+from proxy.relay import SHUTTING_DOWN, FailedBeforeFirstByte, decoded, relay, send_result
 from proxy.runtime import Runtime
+from proxy.upstream import header_dict
 from routing.limits import Lease, Settlement
 from routing.ratelimit_headers import Headroom, parse_headers
 from routing.selector import Candidate
@@ -122,6 +124,13 @@ class Pipeline:
                 await self._send_error(send, protocol, err, request_id, route)
         except ClientDisconnected:
             outcome.status, outcome.error_type = 499, "client_disconnected"
+        except asyncio.CancelledError:
+            # Only a stopping server cancels a request (its grace period ran out): tell the client to retry.
+            if outcome.status < 400:
+                outcome.status, outcome.error_type = 503, "shutdown"
+            if not send.started:
+                await self._send_error(send, protocol, SHUTTING_DOWN, request_id, route)
+            raise
         except Exception:
             # A bug must not reach the client as a bare 500 page or leave the request unrecorded: answer in the
             # client's protocol (unless the response already started) and keep the usage row.
@@ -216,7 +225,7 @@ class Pipeline:
                     raise _Retry(GatewayError("upstream", f"the provider answered with a redirect ({provider.name})",
                                               status=502))
                 if response.status >= 400:
-                    err = scrub_error(adapter.parse_error(response.status, dict(response.headers),
+                    err = scrub_error(adapter.parse_error(response.status, header_dict(response),
                                                           await response.read()), credential.secret)
                     verdict, error, retry_after = _classify(response.status, err, headroom)
                     error = error or f"HTTP {response.status}: {err.message}"[:300]

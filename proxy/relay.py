@@ -28,6 +28,8 @@ from proxy.canonical import (
 
 log = logging.getLogger(__name__)
 
+SHUTTING_DOWN = GatewayError("overloaded", "the gateway is shutting down; retry the request")
+
 
 class FailedBeforeFirstByte(Exception):
     """The stream broke before the client saw anything: the attempt may be retried elsewhere."""
@@ -105,6 +107,9 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
     except asyncio.CancelledError:
         if disconnect.done() and not disconnect.cancelled() and relaying.uncancel() == 0:
             raise ClientDisconnected() from None
+        if sent_start:  # the server is stopping and its grace period ran out: end the stream in protocol
+            outcome.status, outcome.error_type, outcome.stream_failed = 503, "shutdown", True
+            await send({"type": "http.response.body", "body": encoder.error(SHUTTING_DOWN), "more_body": False})
         raise
     except ClientDisconnected:
         raise

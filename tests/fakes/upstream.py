@@ -254,12 +254,15 @@ async def _send(send, reply: Reply, fault: Fault | None, state: FakeState) -> No
     piece = state.config.byte_chunk
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    cycle = getattr(send, "__self__", None)  # uvicorn's request cycle knows when the client has gone
     for i, frame in enumerate(frames):
         if i == cut_at:
             await _drop(send, reset=False)
             return
         if delay and i:
             await asyncio.sleep(delay)
+        if getattr(cycle, "disconnected", False):
+            return  # the gateway cancelled the request: stop, as a real provider would (in_flight drops)
         if piece > 0:
             for start in range(0, len(frame), piece):
                 await send(
