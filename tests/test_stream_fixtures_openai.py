@@ -42,6 +42,7 @@ from proxy.canonical import (
     ToolCallStart,
     Usage,
 )
+from tests.test_stream_fixtures_vendors import chunkings  # whole, byte by byte, every two-piece split
 
 FIXTURES = Path(__file__).parent / "fixtures" / "streams"
 ZURICH = {"location": "Zürich 🏔", "unit": "celsius"}
@@ -115,14 +116,6 @@ def decode(pieces: list[bytes]) -> list:
     for piece in pieces:
         events += decoder.feed(piece)
     return events + decoder.close()
-
-
-def chunkings(data: bytes):
-    """The whole stream, one byte at a time, and every split into two pieces."""
-    yield [data]
-    yield [data[i : i + 1] for i in range(len(data))]
-    for cut in range(1, len(data)):
-        yield [data[:cut], data[cut:]]
 
 
 def merged(events: list) -> tuple[str, str, list, str]:
