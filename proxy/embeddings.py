@@ -58,6 +58,15 @@ def _openai_vectors(data: dict[str, Any]) -> list[list[float]]:
     return vectors
 
 
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _valid_input(items: list) -> bool:
+    return all(isinstance(item, str) for item in items) or _token_ids(items) or all(map(_token_ids, items))
+
+
 class OpenAIEmbeddings(SideCall):
     """An OpenAI client's `POST /v1/embeddings`."""
 
@@ -70,6 +79,9 @@ class OpenAIEmbeddings(SideCall):
         if isinstance(raw, str):
             raw = [raw]
         raw = require_list(raw, "input", non_empty=True)
+        if not _valid_input(raw):  # passed on as it is to an OpenAI upstream: refuse what OpenAI would refuse
+            raise GatewayError("invalid_request", "input must be a string, a list of strings, or token ids (a list "
+                               "of integers or a list of integer lists)", param="input")
         # Token-id inputs only make sense to an OpenAI upstream, which gets the body as it is.
         self.texts = raw if all(isinstance(item, str) for item in raw) else None
         self.base64 = self.body.get("encoding_format") == "base64"

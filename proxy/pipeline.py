@@ -109,7 +109,10 @@ class Pipeline:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 raise GatewayError("invalid_request", "the request body is not valid JSON") from None
-            request = protocol.parse_request(body, call)
+            try:
+                request = protocol.parse_request(body, call)
+            except RecursionError:
+                raise GatewayError("invalid_request", "the request body is nested too deeply") from None
             route = snapshot.route_for(request.model)
             if route is None or not model_allowed(request.model, token.team.allowed_models):
                 raise GatewayError("not_found", f"the model '{request.model}' does not exist", param="model",
@@ -200,10 +203,13 @@ class Pipeline:
                                               provider, headers, outcome, started)
                 verdict = "ok"
                 return sent
-            upstream_request = adapter.build_request(
-                request, upstream_model=upstream_model, base_url=provider.base_url, secret=credential.secret,
-                extra_headers=provider.extra_headers,
-            )
+            try:
+                upstream_request = adapter.build_request(
+                    request, upstream_model=upstream_model, base_url=provider.base_url, secret=credential.secret,
+                    extra_headers=provider.extra_headers,
+                )
+            except orjson.JSONEncodeError as exc:
+                raise unforwardable(exc) from None
             try:
                 response = await self.runtime.upstream.post(
                     upstream_request,
@@ -317,6 +323,13 @@ class Pipeline:
             error_type=outcome.error_type,
         )
         metrics.observe_request(self.runtime, request_id, protocol_name, token, request, route, outcome, usage, started)
+
+
+def unforwardable(exc: orjson.JSONEncodeError) -> GatewayError:
+    """A client value the upstream body cannot carry (orjson refuses nesting deeper than 254 levels)."""
+    if "recursion" in str(exc).lower():
+        return GatewayError("invalid_request", "the request body is nested too deeply to forward")
+    raise exc
 
 
 def _classify(status: int, err: GatewayError, headroom: Headroom) -> tuple[str, str, float | None]:

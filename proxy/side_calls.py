@@ -6,6 +6,7 @@ health feedback, one usage row), then send one JSON request and answer with one 
 supplies a `SideCall`: what it can ask which upstream kind, and how to read the answers.
 """
 
+import logging
 import math
 import time
 import uuid
@@ -21,12 +22,15 @@ from proxy.adapters.base import UpstreamRequest
 from proxy.asgi_io import JSON_HEADERS, BodyTooLarge, ClientDisconnected, Receive, Scope, Send, read_body
 from proxy.auth import authenticate
 from proxy.canonical import GatewayError, Usage
-from proxy.pipeline import RETRYABLE_STATUS, _classify
+from proxy.pipeline import RETRYABLE_STATUS, _classify, _StartTracking, unforwardable
+from proxy.redact import scrub_error
 from proxy.upstream import header_dict
 from routing.limits import Settlement
 from routing.ratelimit_headers import parse_headers
 from routing.selector import Candidate
 from routing.snapshot import RouteInfo, TokenInfo, model_allowed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -71,6 +75,7 @@ class SideCall:
 async def serve(app, scope: Scope, receive: Receive, send: Send, protocol_name: str, make_call) -> None:
     """Run one side call for a client speaking `protocol_name`; `make_call(body)` parses the body."""
     runtime = app.runtime
+    send = _StartTracking(send)
     protocol = client_protocol(protocol_name)
     started = time.perf_counter()
     request_id = uuid.uuid4().hex
@@ -90,7 +95,10 @@ async def serve(app, scope: Scope, receive: Receive, send: Send, protocol_name: 
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise GatewayError("invalid_request", "the request body is not valid JSON") from None
-        call = make_call(body)
+        try:
+            call = make_call(body)
+        except RecursionError:
+            raise GatewayError("invalid_request", "the request body is nested too deeply") from None
         route = snapshot.route_for(call.model)
         if route is None or not model_allowed(call.model, token.team.allowed_models):
             raise GatewayError("not_found", f"the model '{call.model}' does not exist", param="model",
@@ -104,13 +112,17 @@ async def serve(app, scope: Scope, receive: Receive, send: Send, protocol_name: 
         await send({"type": "http.response.body", "body": orjson.dumps(answer.body)})
     except GatewayError as err:
         row["status"], row["error_type"] = err.status, err.kind
-        headers = JSON_HEADERS + [(b"x-request-id", request_id.encode())]
-        if err.retry_after is not None:
-            headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
-        await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_error(err))})
+        if not send.started:
+            await _send_error(send, protocol, err, request_id)
     except ClientDisconnected:
         row["status"], row["error_type"] = 499, "client_disconnected"
+    except Exception:
+        # A bug must not reach the client as a bare 500 page or leave the request unrecorded.
+        log.exception("unexpected error handling a %s side call (%s)", protocol_name, request_id)
+        err = GatewayError("internal", f"the gateway failed to handle this request (request id {request_id})")
+        row["status"], row["error_type"] = err.status, err.kind
+        if not send.started:
+            await _send_error(send, protocol, err, request_id)
     finally:
         usage: Usage = row["usage"]
         runtime.usage.add(
@@ -124,6 +136,14 @@ async def serve(app, scope: Scope, receive: Receive, send: Send, protocol_name: 
             latency_ms=int((time.perf_counter() - started) * 1000), ttfb_ms=None, streamed=False,
             attempts=max(row["attempts"], 1), error_type=row["error_type"],
         )
+
+
+async def _send_error(send: Send, protocol, err: GatewayError, request_id: str) -> None:
+    headers = JSON_HEADERS + [(b"x-request-id", request_id.encode())]
+    if err.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_error(err))})
 
 
 async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, snapshot, row: dict) -> Answer:
@@ -148,7 +168,10 @@ async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, 
                    upstream_kind=provider.kind, upstream_model=upstream_model)
         verdict, note, retry_after, headroom, tokens = "client", "", None, None, 0
         try:
-            upstream = call.build(candidate, upstream_model)
+            try:
+                upstream = call.build(candidate, upstream_model)
+            except orjson.JSONEncodeError as exc:
+                raise unforwardable(exc) from None
             if upstream is None:
                 verdict = "ok"
                 return call.answer_locally(provider.kind)
@@ -165,9 +188,23 @@ async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, 
                 continue
             try:
                 headroom = parse_headers(response.headers)
-                body = await response.read()
+                try:
+                    body = await response.read()
+                except (TimeoutError, aiohttp.ClientError) as exc:  # the body broke off: another key may answer
+                    verdict, note = "fail", f"side call failed: {type(exc).__name__}"
+                    last_error = GatewayError("upstream", f"the provider's response broke off ({provider.name})",
+                                              status=502)
+                    tried.add(candidate.credential.id)
+                    continue
+                if 300 <= response.status < 400:  # redirects are never followed (SSRF)
+                    verdict, note = "fail", f"HTTP {response.status}: redirects are not followed"
+                    last_error = GatewayError("upstream", f"the provider answered with a redirect ({provider.name})",
+                                              status=502)
+                    tried.add(candidate.credential.id)
+                    continue
                 if response.status >= 400:
-                    err = call.parse_error(provider.kind, response.status, header_dict(response), body)
+                    err = scrub_error(call.parse_error(provider.kind, response.status, header_dict(response), body),
+                                      candidate.credential.secret)
                     verdict, note, retry_after = _classify(response.status, err, headroom)
                     note = note or f"HTTP {response.status}: {err.message}"[:300]
                     if verdict == "auth":  # the provider refused our key: the client's own token is fine
@@ -179,7 +216,14 @@ async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, 
                         continue
                     raise err
                 verdict = "ok"
-                answer = call.answer(provider.kind, body)
+                try:
+                    answer = call.answer(provider.kind, body)
+                except GatewayError as err:
+                    if err.kind != "upstream":
+                        raise
+                    verdict, note, last_error = "fail", err.message[:300], err  # unreadable: try another key
+                    tried.add(candidate.credential.id)
+                    continue
                 tokens = answer.usage.total_tokens
                 return answer
             finally:

@@ -294,3 +294,13 @@ def test_huge_plain_and_streamed_replies_arrive_whole(fake, gateway, pair):
                         text_length += len(choices[0]["delta"].get("content") or "")
     assert text_length == size
     assert {r.status for r in rows_after(2)} == {200}
+
+
+@pytest.mark.parametrize("mode", ["cut", "malformed", "reset"])
+def test_embeddings_fail_over_like_generation(fake, gateway, pair, mode):
+    fake.state.add_fault(KEY_A, mode)
+    for i in range(3):
+        response = post(gateway, pair.token, {"model": "gpt-test", "input": f"text {i}"}, "/v1/embeddings")
+        assert response.status_code == 200, response.text
+        assert response.json()["data"][0]["embedding"]
+    assert {r.status for r in rows_after(3)} == {200}
