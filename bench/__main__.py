@@ -7,7 +7,9 @@ Starts the fake upstream and the gateway as in production (uvicorn, several work
 4. the same for an OpenAI client served by an Anthropic upstream (conversion cost);
 5. gateway RSS per worker at rest and under load;
 6. dashboard page render times with 1 million usage rows (100,000 with --quick; bench/dashboard_pages.py);
-7. with --with-litellm, the same against LiteLLM's proxy in front of the same fake.
+7. chart queries with 5 million usage rows (200,000 with --quick; bench/usage_queries.py);
+8. local model time to first token and tokens/s, gateway vs plain transformers (when the extra is installed);
+9. with --with-litellm, the same against LiteLLM's proxy in front of the same fake.
 Writes bench/results.json and bench/results.md and prints a summary table.
 """
 
@@ -25,6 +27,7 @@ from bench.dashboard_pages import run_in_subprocess as run_dashboard_pages
 from bench.gateway_config import BENCH_TOKEN, UPSTREAM_KEY, prepare_gateway_database
 from bench.measure import sequential, throughput
 from bench.processes import ROOT, Server, free_port, python
+from bench.usage_queries import run_in_subprocess as run_usage_queries
 
 CHAT = {"messages": [{"role": "user", "content": "Say hello to the benchmark please"}]}
 ANTHROPIC_BODY = {"model": "claude-bench", "max_tokens": 256, **CHAT}
@@ -106,6 +109,7 @@ def run(args) -> dict:
                                  for name, body in scenario_bodies(False).items()}
         results["rss_under_load_mb"] = sampler.stop()
         results["dashboard"] = attempt(run_dashboard_pages, env, args.dashboard_rows)
+        results["usage_queries"] = attempt(run_usage_queries, env, args.query_rows)
         if args.local:
             from bench.local import measure_local
 
@@ -133,6 +137,7 @@ def main() -> None:
     args.sequential = 200 if args.quick else 1000
     args.seconds = 4 if args.quick else 10
     args.dashboard_rows = 100_000 if args.quick else 1_000_000
+    args.query_rows = 200_000 if args.quick else 5_000_000
     results = run(args)
     results.update(report.environment())
     out = ROOT / "bench"

@@ -89,6 +89,8 @@ def markdown(r: dict) -> str:
               f"{r['rss_under_load_mb']} MB.", ""]
     if "dashboard" in r:
         lines += _dashboard_section(r["dashboard"])
+    if "usage_queries" in r:
+        lines += _queries_section(r["usage_queries"])
     if "local" in r:
         lines += _local_section(r["local"])
     if "litellm" in r:
@@ -142,3 +144,16 @@ def _local_section(local: dict) -> list[str]:
             "| | direct transformers | through the gateway |", "|---|---|---|",
             f"| time to first token | {fmt(d['ttft_s'], 1000, ' ms')} | {fmt(g['ttft_s'], 1000, ' ms')} |",
             f"| tokens/s | {fmt(d['tokens_per_s'])} | {fmt(g['tokens_per_s'])} |", ""]
+
+
+def _queries_section(q: dict) -> list[str]:
+    if "error" in q:
+        return ["## Chart queries at volume", "", f"Not measured: {q['error']}", ""]
+    lines = [f"## Chart queries with {q['rows']:,} usage rows (target < {q['target_ms']:.0f} ms)", "",
+             "| query | p50 | max |", "|---|---|---|"]
+    for name, t in q["queries"].items():
+        if "error" in t:
+            lines.append(f"| {name} | not measured: {t['error'][:80]} | |")
+        else:
+            lines.append(f"| {name} | {t['p50_ms']} ms | {t['max_ms']} ms |")
+    return lines + [""]
