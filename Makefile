@@ -51,7 +51,7 @@ test: lint check pytest
 bench: $(STAMP) services
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	@$(PY) -m ds2api_site.devstack secrets
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench --load $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

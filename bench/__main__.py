@@ -9,7 +9,9 @@ Starts the fake upstream and the gateway as in production (uvicorn, several work
 6. dashboard page render times with 1 million usage rows (100,000 with --quick; bench/dashboard_pages.py);
 7. chart queries with 5 million usage rows (200,000 with --quick; bench/usage_queries.py);
 8. local model time to first token and tokens/s, gateway vs plain transformers (when the extra is installed);
-9. with --with-litellm, the same against LiteLLM's proxy in front of the same fake.
+9. with --with-litellm, the same against LiteLLM's proxy in front of the same fake;
+10. with --load (which `make bench` passes), 10,000 mixed requests with 5% upstream faults: no 5xx, one usage row
+    per request (2,000 with --quick; bench/load.py). A failed load run makes the command exit non-zero.
 Writes bench/results.json and bench/results.md and prints a summary table.
 """
 
@@ -133,12 +135,17 @@ def main() -> None:
                         help="skip the local-model comparison (it runs when the local extra is installed)")
     parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
     parser.add_argument("--fake-workers", type=int, default=1)
+    parser.add_argument("--load", action="store_true", help="also run the load test with faults (bench/load.py)")
     args = parser.parse_args()
     args.sequential = 200 if args.quick else 1000
     args.seconds = 4 if args.quick else 10
     args.dashboard_rows = 100_000 if args.quick else 1_000_000
     args.query_rows = 200_000 if args.quick else 5_000_000
     results = run(args)
+    if args.load:
+        from bench.load import bench_load
+
+        results["load"] = attempt(bench_load, 2_000 if args.quick else 10_000, 50, args.workers)
     results.update(report.environment())
     out = ROOT / "bench"
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -146,6 +153,8 @@ def main() -> None:
     (out / "results.md").write_text(markdown)
     print(markdown)
     print(f"Wrote {Path('bench/results.json')} and {Path('bench/results.md')}")
+    if args.load and not results["load"].get("passed"):
+        raise SystemExit("the load test lost requests or answered 5xx: see the load section above")
 
 
 if __name__ == "__main__":

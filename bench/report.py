@@ -95,6 +95,10 @@ def markdown(r: dict) -> str:
         lines += _local_section(r["local"])
     if "litellm" in r:
         lines += _litellm_section(r)
+    if "load" in r:
+        from bench.load import markdown_section
+
+        lines += markdown_section(r["load"])
     lines += ["## Targets (issue #8)", "",
               "added p50 ≤ 1 ms, p99 ≤ 3 ms · added streaming TTFB ≤ 1 ms · ≥ 2,500 requests/s with 2 workers · "
               "RSS ≤ 150 MB per worker.", ""]
