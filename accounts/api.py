@@ -19,7 +19,14 @@ from accounts.api_base import ManagementViewSet, VisibleTeamField, username_fiel
 from accounts.budgets import BudgetStatus
 from accounts.filters import InviteFilter, MembershipFilter, TeamFilter, TokenFilter
 from accounts.models import GatewayToken, Invite, Membership, Role, Team
-from accounts.permissions import may_change_token, require_platform_admin, require_role, role_in
+from accounts.permissions import (
+    MANAGE_MEMBERS,
+    USE_GATEWAY,
+    may_change_token,
+    require_platform_admin,
+    require_role,
+    role_in,
+)
 
 INVITE_STATUSES = ["open", "accepted", "revoked", "expired"]
 TOKEN_STATUSES = ["active", "expired", "revoked"]
@@ -146,13 +153,13 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Manage
         serializer = MembershipCreateSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        require_role(request.user, data["team"], Role.OWNER, "manage members")
+        require_role(request.user, data["team"], MANAGE_MEMBERS, "manage members")
         membership = services.add_member(data["team"], data["username"], data["role"], actor=self.actor)
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request, pk=None):
         membership = self.get_object()
-        require_role(request.user, membership.team_id, Role.OWNER, "change roles")
+        require_role(request.user, membership.team_id, MANAGE_MEMBERS, "change roles")
         serializer = self.get_serializer(membership, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         role = serializer.validated_data.get("role", membership.role)
@@ -162,7 +169,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Manage
     def destroy(self, request, pk=None):
         membership = self.get_object()
         if membership.user_id != request.user.pk:
-            require_role(request.user, membership.team_id, Role.OWNER, "remove members")
+            require_role(request.user, membership.team_id, MANAGE_MEMBERS, "remove members")
         services.remove_member(membership, actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -227,7 +234,7 @@ class InviteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Management
         serializer = InviteCreateSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        require_role(request.user, data["team"], Role.OWNER, "invite people")
+        require_role(request.user, data["team"], MANAGE_MEMBERS, "invite people")
         issued = invites.create_invite(data["team"], role=data["role"], note=data["note"], actor=self.actor,
                                        lifetime=timedelta(hours=data["expires_in_hours"]))
         issued.invite.code, issued.invite.url = issued.code, request.build_absolute_uri(issued.path)
@@ -235,7 +242,7 @@ class InviteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Management
 
     def destroy(self, request, pk=None):
         invite = self.get_object()
-        require_role(request.user, invite.team_id, Role.OWNER, "revoke invites")
+        require_role(request.user, invite.team_id, MANAGE_MEMBERS, "revoke invites")
         invites.revoke_invite(invite, actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -320,7 +327,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ManagementV
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         team = data.pop("team")
-        require_role(request.user, team, Role.MEMBER, "create tokens")
+        require_role(request.user, team, USE_GATEWAY, "create tokens")
         issued = services.issue_token(team, data.pop("name"), actor=self.actor, **data)
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 

@@ -1,8 +1,8 @@
 """Who may open which dashboard page, and the lookups that turn "not yours" into 404.
 
-Roles mean what `accounts.permissions` says (the management API's rules); this module applies them to
-pages, raising Django's own exceptions. Platform pages (providers, credentials, routes) are for
-superusers only. Team pages are for members of that team. Anything a user may not see answers 404, so a
+Roles and the least role of each capability are defined once, in `accounts.permissions` (the management
+API's rules); this module only applies them to pages, raising Django's own exceptions. Platform pages
+(providers, credentials, routes) are for superusers only. Team pages are for members of that team. Anything a user may not see answers 404, so a
 page never confirms that another team's object exists; a role too low for a write gets 403.
 """
 
@@ -13,8 +13,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from accounts.models import Role, Team
-from accounts.permissions import ROLE_RANK, roles_of
+from accounts.models import Team
+from accounts.permissions import READ_AUDIT, USE_GATEWAY, has_role, outranks, roles_of, teams_with_role
 from accounts.selectors import teams_for
 
 
@@ -26,13 +26,10 @@ class Access:
     roles: dict[int, str]  # team id -> role
 
     def at_least(self, team_id: int, minimum: str) -> bool:
-        if self.is_platform_admin:
-            return True
-        role = self.roles.get(team_id)
-        return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
+        return self.is_platform_admin or outranks(self.roles.get(team_id), minimum)
 
     def teams_at_least(self, minimum: str) -> list[int]:
-        return [t for t, role in self.roles.items() if ROLE_RANK[role] >= ROLE_RANK[minimum]]
+        return teams_with_role(self.roles, minimum)
 
     def role_label(self, team_id: int) -> str:
         return self.roles.get(team_id) or ("platform admin" if self.is_platform_admin else "")
@@ -43,11 +40,11 @@ class Access:
 
     @property
     def can_use_gateway(self) -> bool:
-        return self.is_platform_admin or bool(self.teams_at_least(Role.MEMBER))
+        return self.is_platform_admin or bool(self.teams_at_least(USE_GATEWAY))
 
     @property
     def can_view_audit(self) -> bool:
-        return self.is_platform_admin or bool(self.teams_at_least(Role.ADMIN))
+        return self.is_platform_admin or bool(self.teams_at_least(READ_AUDIT))
 
 
 def access_for(user) -> Access:
@@ -65,7 +62,7 @@ def team_or_404(user, team_id) -> Team:
 
 def require_role(user, team_id: int, minimum: str) -> None:
     """403 for a member whose role is too low (they may see the team, so 404 would lie)."""
-    if not access_for(user).at_least(team_id, minimum):
+    if not has_role(user, team_id, minimum):
         raise PermissionDenied(f"this needs the {minimum} role in the team")
 
 

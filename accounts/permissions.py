@@ -17,6 +17,23 @@ from accounts.models import GatewayToken, Membership, Role, Team
 
 ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
+# The least role each team capability needs. The API, the dashboard pages (`accounts.page_access`) and the
+# selectors all read these, so a rule changes in one place.
+USE_GATEWAY = Role.MEMBER  # create tokens (and manage the ones they created), use the playground
+MANAGE_TOKENS = Role.ADMIN  # every token of the team but admin tokens
+READ_AUDIT = Role.ADMIN  # the team's audit log and its invites
+MANAGE_MEMBERS = Role.OWNER  # members, roles and invites
+
+
+def outranks(role: str | None, minimum: str) -> bool:
+    """True if `role` (None: not a member) is at least `minimum`."""
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
+
+
+def teams_with_role(roles: dict[int, str], minimum: str) -> list[int]:
+    """The team ids in a {team id: role} map where the role is at least `minimum`."""
+    return [team_id for team_id, role in roles.items() if outranks(role, minimum)]
+
 
 def roles_of(user) -> dict[int, str]:
     """team id -> role, cached on the user object for the rest of the request."""
@@ -34,12 +51,11 @@ def role_in(user, team_id: int) -> str | None:
 
 
 def has_role(user, team_id: int, minimum: str) -> bool:
-    role = role_in(user, team_id)
-    return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
+    return outranks(role_in(user, team_id), minimum)
 
 
 def team_ids_with_role(user, minimum: str) -> list[int]:
-    return [team_id for team_id, role in roles_of(user).items() if ROLE_RANK[role] >= ROLE_RANK[minimum]]
+    return teams_with_role(roles_of(user), minimum)
 
 
 def require_role(user, team: Team | int, minimum: str, action: str = "do this") -> None:
@@ -57,6 +73,6 @@ def may_change_token(user, token: GatewayToken) -> bool:
     if token.is_admin:
         # Rotating an admin token hands out a new admin value: that is as much as minting one.
         return user.is_superuser
-    if has_role(user, token.team_id, Role.ADMIN):
+    if has_role(user, token.team_id, MANAGE_TOKENS):
         return True
-    return has_role(user, token.team_id, Role.MEMBER) and token.created_by_id == user.pk
+    return has_role(user, token.team_id, USE_GATEWAY) and token.created_by_id == user.pk

@@ -10,8 +10,8 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from accounts import budgets
-from accounts.models import AuditEvent, GatewayToken, Invite, Membership, Role, Team
-from accounts.permissions import team_ids_with_role
+from accounts.models import AuditEvent, GatewayToken, Invite, Membership, Team
+from accounts.permissions import READ_AUDIT, team_ids_with_role
 from proxy.models import UsageRecord
 from routing.models import Credential, Route
 from routing.snapshot import model_allowed
@@ -36,12 +36,12 @@ def tokens_for(user) -> QuerySet[GatewayToken]:
 
 def invites_for(user) -> QuerySet[Invite]:
     rows = Invite.objects.select_related("team", "created_by", "accepted_by")
-    return rows if user.is_superuser else rows.filter(team_id__in=team_ids_with_role(user, Role.ADMIN))
+    return rows if user.is_superuser else rows.filter(team_id__in=team_ids_with_role(user, READ_AUDIT))
 
 
 def audit_events_for(user) -> QuerySet[AuditEvent]:
     rows = AuditEvent.objects.select_related("team")
-    return rows if user.is_superuser else rows.filter(team_id__in=team_ids_with_role(user, Role.ADMIN))
+    return rows if user.is_superuser else rows.filter(team_id__in=team_ids_with_role(user, READ_AUDIT))
 
 
 def routes_for(user) -> QuerySet[Route]:

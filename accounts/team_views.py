@@ -18,6 +18,7 @@ from accounts import invites, services
 from accounts.forms import InviteForm, MemberForm, RoleForm, TeamForm, add_service_errors
 from accounts.models import Invite, Membership, Role
 from accounts.page_access import access_for, require_role, team_or_404
+from accounts.permissions import MANAGE_MEMBERS, READ_AUDIT
 from accounts.selectors import team_budget, teams_for
 
 TEAM_FIELDS = ("name", "allowed_models", "rpm", "tpm", "max_concurrency", "monthly_budget_usd")
@@ -50,7 +51,7 @@ def teams(request: HttpRequest) -> HttpResponse:
 def _team_page(request, team, *, ceilings=None, member_form=None, invite_form=None, issued_invite=None,
                status: int = 200) -> HttpResponse:
     access = access_for(request.user)
-    may_manage_members = access.at_least(team.pk, Role.OWNER)
+    may_manage_members = access.at_least(team.pk, MANAGE_MEMBERS)
     context = {
         "team": team,
         "role": access.role_label(team.pk),
@@ -58,9 +59,9 @@ def _team_page(request, team, *, ceilings=None, member_form=None, invite_form=No
         "members": Membership.objects.filter(team=team).select_related("user").order_by("user__username"),
         "may_edit_ceilings": access.is_platform_admin,
         "may_manage_members": may_manage_members,
-        "may_see_invites": access.at_least(team.pk, Role.ADMIN),
+        "may_see_invites": access.at_least(team.pk, READ_AUDIT),
         "invites": Invite.objects.filter(team=team).select_related("created_by", "accepted_by")[:50]
-        if access.at_least(team.pk, Role.ADMIN) else [],
+        if access.at_least(team.pk, READ_AUDIT) else [],
         "ceilings": ceilings or (TeamForm(initial={k: getattr(team, k) for k in TEAM_FIELDS})
                                  if access.is_platform_admin else None),
         "member_form": member_form or (MemberForm() if may_manage_members else None),
@@ -98,7 +99,7 @@ def team_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def member_add(request: HttpRequest, pk: int) -> HttpResponse:
     team = team_or_404(request.user, pk)
-    require_role(request.user, team.pk, Role.OWNER)
+    require_role(request.user, team.pk, MANAGE_MEMBERS)
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
@@ -115,7 +116,7 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def member_update(request: HttpRequest, pk: int, membership_id: int) -> HttpResponse:
     team = team_or_404(request.user, pk)
-    require_role(request.user, team.pk, Role.OWNER)
+    require_role(request.user, team.pk, MANAGE_MEMBERS)
     membership = get_object_or_404(Membership.objects.select_related("user"), pk=membership_id, team=team)
     try:
         if request.POST.get("remove"):
@@ -137,7 +138,7 @@ def member_update(request: HttpRequest, pk: int, membership_id: int) -> HttpResp
 @require_POST
 def invite_create(request: HttpRequest, pk: int) -> HttpResponse:
     team = team_or_404(request.user, pk)
-    require_role(request.user, team.pk, Role.OWNER)
+    require_role(request.user, team.pk, MANAGE_MEMBERS)
     form = InviteForm(request.POST)
     if form.is_valid():
         try:
@@ -156,7 +157,7 @@ def invite_create(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def invite_revoke(request: HttpRequest, pk: int, invite_id: int) -> HttpResponse:
     team = team_or_404(request.user, pk)
-    require_role(request.user, team.pk, Role.OWNER)
+    require_role(request.user, team.pk, MANAGE_MEMBERS)
     invite = get_object_or_404(Invite, pk=invite_id, team=team)
     invites.revoke_invite(invite, actor=request.user)
     messages.success(request, "Invite revoked.")

@@ -17,9 +17,9 @@ from django.views.decorators.http import require_POST
 
 from accounts import services
 from accounts.forms import RotateForm, TokenForm, add_service_errors
-from accounts.models import GatewayToken, Role
+from accounts.models import GatewayToken
 from accounts.page_access import access_for, require_role, team_or_404
-from accounts.permissions import may_change_token
+from accounts.permissions import USE_GATEWAY, may_change_token
 from accounts.selectors import token_budget
 
 
@@ -31,7 +31,7 @@ def _page(request, team, *, form=None, issued=None, status: int = 200) -> HttpRe
         tokens = tokens.filter(revoked_at__isnull=True).exclude(expires_at__lte=timezone.now())
     rows = [{"token": t, "budget": token_budget(t) if t.budget_usd is not None else None,
              "may_change": may_change_token(request.user, t) and t.is_active()} for t in tokens[:500]]
-    may_create = access.at_least(team.pk, Role.MEMBER)
+    may_create = access.at_least(team.pk, USE_GATEWAY)
     response = render(request, "accounts/tokens.html", {
         "team": team, "rows": rows, "show_all": show_all, "issued": issued,
         "form": form or (TokenForm() if may_create else None), "rotate_form": RotateForm(),
@@ -46,7 +46,7 @@ def tokens(request: HttpRequest, pk: int) -> HttpResponse:
     team = team_or_404(request.user, pk)
     if request.method != "POST":
         return _page(request, team)
-    require_role(request.user, team.pk, Role.MEMBER)
+    require_role(request.user, team.pk, USE_GATEWAY)
     form = TokenForm(request.POST)
     if form.is_valid():
         try:

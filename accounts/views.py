@@ -13,8 +13,8 @@ from django.utils import timezone
 from accounts import audit, invites, login_throttle
 from accounts.csv_export import csv_response
 from accounts.forms import AuditFilterForm
-from accounts.models import Role
 from accounts.page_access import access_for
+from accounts.permissions import READ_AUDIT
 from accounts.selectors import audit_events_for, team_budget, teams_for
 from proxy.local_models import status as local_model_status
 from proxy.selectors import UsageQuery, usage_breakdown, usage_series, usage_totals, window_stats
@@ -140,7 +140,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     access = access_for(request.user)
     teams = teams_for(request.user)
     if not access.is_platform_admin:
-        teams = teams.filter(pk__in=access.teams_at_least(Role.ADMIN))
+        teams = teams.filter(pk__in=access.teams_at_least(READ_AUDIT))
     return render(request, "accounts/audit.html", {
         "form": form,
         "events": page[:AUDIT_PAGE_SIZE],

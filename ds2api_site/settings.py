@@ -153,6 +153,10 @@ DS2API_ENCRYPTION_KEYS = [key.strip() for key in DS2API_ENCRYPTION_KEYS if key.s
 DS2API_ALLOW_PRIVATE_UPSTREAMS = env_bool("DS2API_ALLOW_PRIVATE_UPSTREAMS", False)
 # Largest accepted request body on the proxy path (bytes); larger gets 413.
 DS2API_MAX_BODY_BYTES = env_int("DS2API_MAX_BODY_BYTES", 20 * 1024 * 1024)
+# Failed gateway-token authentications per client address and minute before it gets 429 (0: no throttle).
+DS2API_AUTH_MAX_FAILURES = env_int("DS2API_AUTH_MAX_FAILURES", 30)
+# Largest image the gateway downloads from a client's image URL (for local models; larger: 400).
+DS2API_IMAGE_MAX_BYTES = env_int("DS2API_IMAGE_MAX_BYTES", 20 * 1024 * 1024)
 # Seconds between safety-net reloads of the in-process config snapshot (changes also arrive via pub/sub).
 DS2API_SNAPSHOT_REFRESH_SECONDS = env_float("DS2API_SNAPSHOT_REFRESH_SECONDS", 30.0)
 # Usage rows are written in batches: at most this many rows or this many seconds apart.

@@ -17,8 +17,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts import services as account_services
-from accounts.models import Role
 from accounts.page_access import access_for, require_role, team_or_404
+from accounts.permissions import USE_GATEWAY
 from accounts.selectors import routes_for, teams_for
 from proxy.adapters import CLIENT_PROTOCOLS
 
@@ -42,7 +42,7 @@ def playground(request: HttpRequest) -> HttpResponse:
     access = access_for(request.user)
     if not access.can_use_gateway:
         raise Http404("no team lets you use the gateway")
-    teams = [t for t in teams_for(request.user) if access.at_least(t.pk, Role.MEMBER)]
+    teams = [t for t in teams_for(request.user) if access.at_least(t.pk, USE_GATEWAY)]
     models = sorted({r.model for r in routes_for(request.user).filter(enabled=True)
                      if not any(ch in r.model for ch in "*?[")})
     return render(request, "proxy/playground.html",
@@ -53,7 +53,7 @@ def playground(request: HttpRequest) -> HttpResponse:
 @require_POST
 def playground_token(request: HttpRequest) -> JsonResponse:
     team = team_or_404(request.user, request.POST.get("team"))
-    require_role(request.user, team.pk, Role.MEMBER)
+    require_role(request.user, team.pk, USE_GATEWAY)
     expires_at = timezone.now() + TOKEN_LIFETIME
     try:
         issued = account_services.issue_token(
