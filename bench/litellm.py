@@ -21,14 +21,29 @@ VENV = ROOT / "bench" / ".litellm-venv"
 MASTER_KEY = "sk-litellm-bench-master"
 FORBIDDEN = {"1.82.7", "1.82.8"}
 
+# Prints the `proxy` extra's requirements (one per line) whose markers hold on this interpreter.
 LIST_PROXY_REQUIREMENTS = """
-import importlib.metadata, re
-for req in importlib.metadata.requires("litellm") or []:
-    if "extra == 'proxy'" in req or 'extra == "proxy"' in req:
-        name = re.split(r"[ ;<>=!~\\[]", req, maxsplit=1)[0]
-        if name != "litellm-proxy":
-            print(req.split(";")[0].strip())
+import importlib.metadata
+from packaging.requirements import Requirement
+for raw in importlib.metadata.requires("litellm") or []:
+    req = Requirement(raw)
+    if req.marker and req.marker.evaluate({"extra": "proxy"}) and not req.marker.evaluate({"extra": ""}):
+        if req.name != "litellm-proxy":
+            req.marker = None
+            print(str(req))
 """
+
+
+def _install_each(pip: list[str], requirements: list[str]) -> list[str]:
+    """Install what the registry has: a pin it lacks falls back to the newest release; returns what was skipped."""
+    skipped = []
+    for requirement in requirements:
+        if subprocess.run([*pip, requirement], capture_output=True).returncode == 0:
+            continue
+        name = requirement.split("==")[0].split(">")[0].split("<")[0].split("[")[0].strip()
+        if subprocess.run([*pip, name], capture_output=True).returncode != 0:
+            skipped.append(requirement)
+    return skipped
 
 
 def install() -> Path:
@@ -40,10 +55,12 @@ def install() -> Path:
     if not stamp.exists():
         pip = [str(python), "-m", "pip", "install", "-q"]
         subprocess.run([*pip, f"litellm=={VERSION}"], check=True)
+        subprocess.run([*pip, "packaging"], check=True)
         requirements = subprocess.run([str(python), "-c", LIST_PROXY_REQUIREMENTS], capture_output=True, text=True,
-                                      check=True).stdout.split()
-        extra = [r for r in requirements if r]
-        subprocess.run([*pip, *extra], check=True)
+                                      check=True).stdout.splitlines()
+        if subprocess.run([*pip, *requirements], capture_output=True).returncode != 0:
+            skipped = _install_each(pip, requirements)
+            (VENV / "skipped-requirements.txt").write_text("\n".join(skipped))
         stamp.touch()
     return VENV / "bin" / "litellm"
 
@@ -70,7 +87,9 @@ def measure_litellm(fake: Server, args, scenario_bodies, sequential, throughput)
         handle.write(CONFIG.format(fake=fake.url, key=UPSTREAM_KEY, master=MASTER_KEY))
     port = free_port()
     server = Server("litellm", [str(binary), "--config", handle.name, "--host", "127.0.0.1", "--port", str(port),
-                                "--num_workers", str(args.workers)], port, ready_path="/health/liveliness")
+                                "--num_workers", str(args.workers)], port, ready_path="/health/liveliness",
+                    # Its price map is bundled; without this it tries the network first at every start.
+                    env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
     try:
         server.start(timeout=180)
         time.sleep(2)
