@@ -221,7 +221,7 @@ class Pipeline:
                 verdict, error = "fail", "timeout"
                 raise _Retry(GatewayError("timeout", f"the provider did not answer in time ({provider.name})")) from None
             except aiohttp.ClientError as exc:
-                verdict, error = "fail", f"connection failed: {type(exc).__name__}"
+                verdict, error = "fail", f"connection failed: {type(exc).__name__}: {exc}"[:300]
                 raise _Retry(GatewayError("upstream", f"could not reach the provider ({provider.name})",
                                           status=502)) from None
             try:

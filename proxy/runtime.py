@@ -3,6 +3,7 @@
 from django.conf import settings
 
 from proxy.admission import Admission
+from proxy.auth_throttle import THROTTLE
 from proxy.config_cache import ConfigCache
 from proxy.upstream import UpstreamClient
 from proxy.usage import UsageRecorder
@@ -29,5 +30,6 @@ class Runtime:
         await self.limits.close()  # releases this process's leases, sends pending settlements
         await self.health.close()
         await self.usage.close()
+        await THROTTLE.close()  # pending auth-failure audit events
         await self.upstream.close()
         await self.config.close()

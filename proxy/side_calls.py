@@ -180,7 +180,7 @@ async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, 
                     upstream, connect_timeout=provider.connect_timeout or runtime.connect_timeout,
                     read_timeout=provider.read_timeout or runtime.read_timeout, total=candidate.route.timeout)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                verdict, note = "fail", f"side call failed: {type(exc).__name__}"
+                verdict, note = "fail", f"side call failed: {type(exc).__name__}: {exc}"[:300]
                 timed_out = isinstance(exc, TimeoutError)
                 last_error = GatewayError("timeout" if timed_out else "upstream",
                                           f"could not get an answer from the provider ({provider.name})")
@@ -191,7 +191,7 @@ async def _forward(runtime, call: SideCall, route: RouteInfo, token: TokenInfo, 
                 try:
                     body = await response.read()
                 except (TimeoutError, aiohttp.ClientError) as exc:  # the body broke off: another key may answer
-                    verdict, note = "fail", f"side call failed: {type(exc).__name__}"
+                    verdict, note = "fail", f"side call failed: {type(exc).__name__}: {exc}"[:300]
                     last_error = GatewayError("upstream", f"the provider's response broke off ({provider.name})",
                                               status=502)
                     tried.add(candidate.credential.id)

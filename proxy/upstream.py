@@ -10,6 +10,7 @@ import asyncio
 import aiohttp
 
 from proxy.adapters.base import UpstreamRequest
+from proxy.ssrf import GuardedResolver, UpstreamRefused, refused_literal
 
 
 class UpstreamClient:
@@ -20,7 +21,8 @@ class UpstreamClient:
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30,
+                                             resolver=GuardedResolver())  # SSRF: every address dialled is checked
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -31,6 +33,9 @@ class UpstreamClient:
     async def post(
         self, request: UpstreamRequest, *, connect_timeout: float, read_timeout: float, total: float | None
     ) -> aiohttp.ClientResponse:
+        reason = refused_literal(request.url)
+        if reason:
+            raise UpstreamRefused(f"the provider address is {reason}; the gateway does not connect there")
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect_timeout, sock_read=read_timeout)
         return await self.session().post(
             request.url, data=request.body, headers=request.headers, timeout=timeout, allow_redirects=False

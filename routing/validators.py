@@ -8,6 +8,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 _METADATA_HOSTS = {"metadata.google.internal", "metadata", "169.254.169.254", "fd00:ec2::254"}
+# Cloud instance-metadata services (AWS/GCP/Azure/OpenStack/DigitalOcean, AWS IPv6, AWS ECS tasks, Alibaba,
+# Oracle): they hand out the host's own credentials, so they are refused even when private upstreams are allowed.
+METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200",
+                                "192.0.0.192"})
 
 
 def _is_private(address: str) -> bool:
@@ -15,6 +19,18 @@ def _is_private(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     return not ip.is_global or ip.is_multicast
+
+
+def refusal(address: str, allow_private: bool) -> str | None:
+    """Why an upstream may not be reached at this address (None: it may). Used at save and at connect time."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.compressed in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if not allow_private and _is_private(ip.compressed):
+        return "a private or loopback address"
+    return None
 
 
 def resolve_addresses(host: str) -> list[str]:
@@ -27,6 +43,13 @@ def resolve_addresses(host: str) -> list[str]:
     except socket.gaierror as exc:
         raise ValidationError(f"host {host!r} does not resolve") from exc
     return sorted({info[4][0] for info in infos})
+
+
+def _literal(host: str) -> list[str]:
+    try:
+        return [ipaddress.ip_address(host).compressed]
+    except ValueError:
+        return []
 
 
 def validate_base_url(url: str, *, allow_private: bool | None = None) -> str:
@@ -45,11 +68,16 @@ def validate_base_url(url: str, *, allow_private: bool | None = None) -> str:
     host = parts.hostname.lower()
     if host in _METADATA_HOSTS:
         raise ValidationError(f"base_url host {host!r} is a cloud metadata endpoint")
-    if not allow_private:
-        for address in resolve_addresses(host):
-            if _is_private(address):
-                raise ValidationError(
-                    f"base_url host {host!r} resolves to a private or loopback address ({address}); "
-                    "set DS2API_ALLOW_PRIVATE_UPSTREAMS=1 to allow it"
-                )
+    # With private upstreams allowed, names are not looked up here (the name may only resolve where the
+    # gateway runs); the connect-time guard (proxy/ssrf.py) checks every address actually dialled.
+    addresses = resolve_addresses(host) if not allow_private else _literal(host)
+    for address in addresses:
+        reason = refusal(address, allow_private)
+        if reason == "a cloud metadata address":
+            raise ValidationError(f"base_url host {host!r} resolves to a cloud metadata address ({address})")
+        if reason:
+            raise ValidationError(
+                f"base_url host {host!r} resolves to a private or loopback address ({address}); "
+                "set DS2API_ALLOW_PRIVATE_UPSTREAMS=1 to allow it"
+            )
     return url.strip().rstrip("/")

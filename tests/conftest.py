@@ -20,6 +20,8 @@ from tests.servers import ServerThread
 def _test_settings(settings):
     settings.DS2API_ALLOW_PRIVATE_UPSTREAMS = True  # the fake upstream listens on 127.0.0.1
     settings.DS2API_USAGE_FLUSH_SECONDS = 0.05
+    # The session-wide gateway sees every test's bad tokens from 127.0.0.1; test_security sets its own limit.
+    settings.DS2API_AUTH_MAX_FAILURES = 10_000
 
 
 @pytest.fixture(autouse=True)
