@@ -1,5 +1,6 @@
 """The request log: every proxied request, filterable, newest first, with a detail page per request."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -10,6 +11,7 @@ from accounts.selectors import teams_for, tokens_for
 from proxy.forms import LogFilterForm
 from proxy.models import UsageRecord
 from proxy.selectors import request_log
+from proxy.stored_bodies import body_for
 from routing.models import Credential, Provider, Route
 
 PAGE_SIZE = 50
@@ -89,6 +91,12 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     access = access_for(request.user)
     row = _visible_row(request.user, pk)
     item = _decorate([row], admin=access.is_platform_admin)[0]
-    return render(request, "proxy/request_detail.html", {"item": item, "row": row, "admin": access.is_platform_admin})
+    # Scoped through the usage row above: a request another team sent never reaches this lookup.
+    bodies = body_for(row.request_id, row.team_id)
+    route_keeps_bodies = bodies is None and Route.objects.filter(pk=row.route_id, log_bodies=True).exists()
+    return render(request, "proxy/request_detail.html", {
+        "item": item, "row": row, "admin": access.is_platform_admin, "bodies": bodies,
+        "route_keeps_bodies": route_keeps_bodies, "body_retention_days": settings.DS2API_BODY_RETENTION_DAYS,
+    })
 
 

@@ -43,6 +43,28 @@ class UsageRecord(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.client_model} {self.status}"
 
 
+class StoredBody(models.Model):
+    """The redacted request and response bodies of one request on a route with `log_bodies` on.
+
+    Linked to its usage row by `request_id` (both are written in the same batch, off the request path).
+    Each body is JSON text, redacted of secrets and inline images, and cut at DS2API_BODY_MAX_BYTES.
+    """
+
+    retention_days_setting = "DS2API_BODY_RETENTION_DAYS"  # proxy/retention.py prunes by created_at
+
+    request_id = models.CharField(max_length=40, unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    team_id = models.BigIntegerField(null=True, blank=True)  # the usage row's team, so scoping needs no join
+    request_body = models.TextField(blank=True)
+    # The client's JSON response, or for a stream the text, reasoning and tool calls it carried, joined.
+    response_body = models.TextField(blank=True)
+    streamed = models.BooleanField(default=False)
+    truncated = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"bodies of {self.request_id}"
+
+
 # --- Usage rollups -------------------------------------------------------------------------------
 # Charts over long ranges read these, never raw rows. Each row sums the requests of one time bucket for
 # one value of one dimension, so a per-credential 30-day chart is a single index range of ~720 rows.

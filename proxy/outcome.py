@@ -7,9 +7,13 @@ accepted (refused before any output) uses no tokens.
 """
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy import estimate
 from proxy.canonical import CanonicalRequest, CanonicalResponse, ReasoningPart, TextPart, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from proxy.stored_bodies import BodyCapture
 
 
 def _has_tokens(usage: Usage | None) -> bool:
@@ -32,6 +36,7 @@ class Outcome:
     usage_reported: bool = False
     stream_failed: bool = False
     output: list[str] = field(default_factory=list)  # text seen, for estimates
+    bodies: "BodyCapture | None" = None  # set only when the route stores bodies (proxy/stored_bodies.py)
 
     def begin_attempt(self) -> None:
         """A new upstream attempt: forget what a failed earlier one left behind."""
@@ -39,6 +44,8 @@ class Outcome:
         self.usage = Usage()
         self.upstream_started = self.usage_reported = self.stream_failed = False
         self.output.clear()
+        if self.bodies is not None:
+            self.bodies.reset_response()
 
     def note_start(self, usage: Usage | None) -> None:
         self.upstream_started = True

@@ -38,6 +38,7 @@ from proxy.outcome import Outcome
 from proxy.redact import scrub_error
 from proxy.relay import SHUTTING_DOWN, FailedBeforeFirstByte, decoded, relay, send_result
 from proxy.runtime import Runtime
+from proxy.stored_bodies import BodyCapture
 from proxy.upstream import header_dict
 from routing.limits import Lease, Settlement
 from routing.ratelimit_headers import Headroom, parse_headers
@@ -119,6 +120,8 @@ class Pipeline:
                                    code="model_not_found")
             if not model_allowed(request.model, token.allowed_models):
                 raise GatewayError("permission", f"this token may not use the model '{request.model}'", param="model")
+            if route.log_bodies:
+                outcome.bodies = BodyCapture(request_id, token.team.id, raw)
             sent_start = await self._forward(scope, receive, send, protocol, call, request, route, token, snapshot,
                                              request_id, outcome)
         except GatewayError as err:
@@ -322,6 +325,8 @@ class Pipeline:
             attempts=max(outcome.attempts, 1),
             error_type=outcome.error_type,
         )
+        if outcome.bodies is not None:
+            self.runtime.usage.add_body(outcome.bodies)
         metrics.observe_request(self.runtime, request_id, protocol_name, token, request, route, outcome, usage, started)
 
 

@@ -43,8 +43,11 @@ async def send_result(send: Send, protocol: ClientProtocol, request: CanonicalRe
                       headers: list, outcome) -> None:
     result.model = request.model
     outcome.note_response(result)
+    body = orjson.dumps(protocol.render_response(result, request))
+    if outcome.bodies is not None:
+        outcome.bodies.response = body
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_response(result, request))})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: InboundCall,
@@ -103,6 +106,8 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
                 raise ClientDisconnected()
             if events:
                 outcome.upstream_started = True
+                if outcome.bodies is not None:
+                    outcome.bodies.add_events(events)
             await emit(events)
     except asyncio.CancelledError:
         if disconnect.done() and not disconnect.cancelled() and relaying.uncancel() == 0:

@@ -1,7 +1,8 @@
 """Usage recording off the request path: rows are buffered in memory and written in batches.
 
 A slow or briefly unavailable database never slows the proxy: the buffer keeps rows (up to
-DS2API_USAGE_BUFFER_MAX) and the flusher retries. `flush()` runs at shutdown.
+DS2API_USAGE_BUFFER_MAX) and the flusher retries. `flush()` runs at shutdown. Stored bodies of routes
+with `log_bodies` (proxy/stored_bodies.py) ride along in a sibling buffer, written after their usage rows.
 """
 
 import asyncio
@@ -9,13 +10,19 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
+from django.utils import timezone
 
 from accounts import budgets, pricing
-from proxy import live_feed
+from proxy import live_feed, stored_bodies
 from proxy.db import run_db
 from proxy.models import UsageRecord
+from proxy.stored_bodies import BodyCapture
 
 log = logging.getLogger(__name__)
+
+# Bodies are optional and can be large (a request may carry images): while the database is away, keep at most
+# this many bytes of them; beyond, new ones are dropped (the usage rows are not).
+BODY_BUFFER_MAX_BYTES = 64 * 1024 * 1024
 
 
 def _write(rows: list[UsageRecord]) -> None:
@@ -27,6 +34,8 @@ def _write(rows: list[UsageRecord]) -> None:
 class UsageRecorder:
     def __init__(self) -> None:
         self._buffer: list[UsageRecord] = []
+        self._bodies: list[BodyCapture] = []
+        self._body_bytes = 0
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._flushing = asyncio.Lock()
@@ -50,6 +59,16 @@ class UsageRecorder:
         if len(self._buffer) >= settings.DS2API_USAGE_BATCH_SIZE:
             self._wake.set()
 
+    def add_body(self, capture: BodyCapture) -> None:
+        """Queue a request's bodies; call right after `add()` of its usage row, so one flush writes both."""
+        size = capture.size
+        if self._body_bytes + size > BODY_BUFFER_MAX_BYTES:
+            log.warning("stored-bodies buffer full: the bodies of request %s are not kept", capture.request_id)
+            return
+        capture.created_at = timezone.now()
+        self._bodies.append(capture)
+        self._body_bytes += size
+
     async def _run(self) -> None:
         while True:
             try:
@@ -62,17 +81,29 @@ class UsageRecorder:
     async def flush(self) -> int:
         async with self._flushing:
             rows, self._buffer = self._buffer, []
-            if not rows:
-                return 0
-            try:
-                await run_db(_write, rows)
-            except (DatabaseError, InterfaceError) as exc:
-                log.warning("usage write failed (%s); keeping %d rows to retry", exc, len(rows))
-                self._buffer[:0] = rows
-                await asyncio.sleep(1.0)
-                return 0
-            live_feed.schedule_usage(rows)  # the dashboard's live counters and request log
+            if rows:
+                try:
+                    await run_db(_write, rows)
+                except (DatabaseError, InterfaceError) as exc:
+                    log.warning("usage write failed (%s); keeping %d rows to retry", exc, len(rows))
+                    self._buffer[:0] = rows
+                    await asyncio.sleep(1.0)
+                    return 0
+                live_feed.schedule_usage(rows)  # the dashboard's live counters and request log
+            await self._flush_bodies()
             return len(rows)
+
+    async def _flush_bodies(self) -> None:
+        """Separate from the rows' write, so a failure here never makes the rows be written twice."""
+        bodies, self._bodies, self._body_bytes = self._bodies, [], 0
+        if not bodies:
+            return
+        try:
+            await run_db(stored_bodies.write, bodies)
+        except (DatabaseError, InterfaceError) as exc:
+            log.warning("stored-bodies write failed (%s); keeping %d to retry", exc, len(bodies))
+            self._bodies[:0] = bodies
+            self._body_bytes += sum(capture.size for capture in bodies)
 
     async def close(self) -> None:
         if self._task is not None:

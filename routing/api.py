@@ -164,8 +164,8 @@ class RouteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Route
-        fields = ["id", "model", "strategy", "priority", "enabled", "timeout", "retry_budget", "targets",
-                  "created_at", "updated_at"]
+        fields = ["id", "model", "strategy", "priority", "enabled", "timeout", "retry_budget", "log_bodies",
+                  "targets", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
         extra_kwargs = {"priority": {"min_value": -1_000_000, "max_value": 1_000_000},
                         "timeout": {"min_value": 0.1, "max_value": 86400},

@@ -52,7 +52,7 @@ _CREDENTIAL_FIELDS = {
 }
 _ROUTE_FIELDS = {
     "model": _STR, "strategy": _STR, "priority": _INT, "enabled": _BOOL, "timeout": _NUM, "retry_budget": _INT,
-    "targets": list, "aliases": list, "fallbacks": list, "queue_timeout": _NUM,
+    "targets": list, "aliases": list, "fallbacks": list, "queue_timeout": _NUM, "log_bodies": _BOOL,
 }
 _TARGET_FIELDS = {"provider": _STR, "model": _STR, "weight": _INT, "tier": _INT}
 _TEAM_FIELDS = {
@@ -232,7 +232,7 @@ def _import_routes(data, checker, report, prune, actor_label):
                 checker.fail(f"{path}.{key}", "must be a list of model names")
             linked[key].append((path, spec["model"], names))
         fields = {k: spec[k] for k in ("strategy", "priority", "enabled", "timeout", "retry_budget", "aliases",
-                                       "fallbacks", "queue_timeout") if k in spec}
+                                       "fallbacks", "queue_timeout", "log_bodies") if k in spec}
         existed = Route.objects.filter(model=spec["model"]).exists()
         services.save_route(spec["model"], targets, actor_label=actor_label, **fields)
         (report.updated if existed else report.created).append(f"route {spec['model']}")
@@ -366,7 +366,7 @@ def export_config() -> dict:
             "model": route.model, "strategy": route.strategy, "priority": route.priority or None,
             "enabled": None if route.enabled else False, "timeout": route.timeout,
             "retry_budget": route.retry_budget, "aliases": route.aliases, "fallbacks": route.fallbacks,
-            "queue_timeout": route.queue_timeout,
+            "queue_timeout": route.queue_timeout, "log_bodies": route.log_bodies or None,
             "targets": [
                 _drop_empty({"provider": t.provider.name, "model": t.upstream_model, "weight": t.weight,
                              "tier": t.tier or None})

@@ -111,6 +111,11 @@ class RouteForm(forms.Form):
     aliases = NameListField(required=False, help_text="Other model names for this route, comma-separated")
     fallbacks = NameListField(required=False, help_text="Routes (model names) tried in order when this one cannot serve")
     enabled = forms.BooleanField(required=False, initial=True)
+    log_bodies = forms.BooleanField(
+        required=False, label="Store bodies",
+        help_text="Keep request and response bodies (secrets and images redacted) for the request log, "
+                  "deleted after DS2API_BODY_RETENTION_DAYS. Off by default.",
+    )
 
     def __init__(self, *args, instance=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

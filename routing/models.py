@@ -95,6 +95,11 @@ class Route(models.Model):
     queue_timeout = models.FloatField(
         null=True, blank=True, help_text="Seconds a request may wait for a free credential (empty: the default)"
     )
+    # Off by default: bodies may hold personal data. When on, each request's bodies are stored redacted and
+    # pruned after DS2API_BODY_RETENTION_DAYS (proxy/stored_bodies.py).
+    log_bodies = models.BooleanField(
+        default=False, help_text="Store this route's request/response bodies (redacted, pruned after the retention period)"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

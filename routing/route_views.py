@@ -13,7 +13,7 @@ from routing.models import Credential, Route
 from routing.selector import TIER_SPAN
 from routing.selectors import preview_route
 
-ROUTE_FIELDS = ("strategy", "priority", "retry_budget", "timeout", "aliases", "fallbacks", "enabled")
+ROUTE_FIELDS = ("strategy", "priority", "retry_budget", "timeout", "aliases", "fallbacks", "enabled", "log_bodies")
 
 
 @platform_admin_required

@@ -98,6 +98,7 @@ class RouteInfo:
     fallbacks: tuple[str, ...] = ()  # model names of routes to try when this one cannot serve
     queue_timeout: float | None = None
     aliases: tuple[str, ...] = ()
+    log_bodies: bool = False  # store this route's request/response bodies (redacted; proxy/stored_bodies.py)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def build_snapshot() -> Snapshot:
         )
         is_glob = any(ch in r.model for ch in "*?[")
         info = RouteInfo(r.id, r.model, r.strategy, r.priority, r.timeout, r.retry_budget, targets, is_glob,
-                         tuple(r.fallbacks or ()), r.queue_timeout, tuple(r.aliases or ()))
+                         tuple(r.fallbacks or ()), r.queue_timeout, tuple(r.aliases or ()), r.log_bodies)
         if is_glob:
             globs.append((re.compile(fnmatch.translate(r.model)), info))
         else:
