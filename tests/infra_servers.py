@@ -281,11 +281,11 @@ def prepare_database(env: dict[str, str], fake_url: str, read_timeout: float = 2
         os.unlink(handle.name)
 
 
-def gateway_process(env: dict[str, str], workers: int = 2, grace: int = 10) -> Process:
+def gateway_process(env: dict[str, str], workers: int = 2, grace: int = 10, log_level: str = "warning") -> Process:
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "ds2api_site.asgi:application", "--host", "127.0.0.1", "--port",
            str(port), "--workers", str(workers), "--lifespan", "on", "--http", "httptools", "--no-access-log",
-           "--log-level", "warning", "--timeout-graceful-shutdown", str(grace)]
+           "--log-level", log_level, "--timeout-graceful-shutdown", str(grace)]
     return Process("gateway", cmd, port, env=env)
 
 

@@ -56,6 +56,9 @@ def child_specs(endpoint: Endpoint, environ: Mapping[str, str], data_dir: Path) 
             py, "-m", "uvicorn", "ds2api_site.asgi:application", "--host", endpoint.host,
             "--port", str(endpoint.port), "--lifespan", "on", "--workers", workers,
             "--timeout-graceful-shutdown", "10",
+            # uvicorn's access log prints query strings, where Gemini clients put their token (?key=); proxied
+            # requests are logged by ds2api's own request log instead (DS2API_REQUEST_LOG), without them.
+            "--no-access-log",
         ]),
         ChildSpec("worker", [py, "-m", "celery", "-A", "ds2api_site", "worker", "-l", "info", "--concurrency", "2"]),
         ChildSpec("beat", [py, "-m", "celery", "-A", "ds2api_site", "beat", "-l", "info",
