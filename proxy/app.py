@@ -12,7 +12,7 @@ from django.db import connection
 
 from proxy import metrics, ollama_api, response_store
 from proxy.adapters import client_protocol
-from proxy.adapters.base import InboundCall
+from proxy.adapters.base import FORWARDED_HEADERS, InboundCall
 from proxy.asgi_io import Receive, Scope, Send, send_json
 from proxy.auth import authenticate
 from proxy.canonical import GatewayError
@@ -36,14 +36,26 @@ def generate(protocol: str) -> Handler:
 
 
 def inbound_call(scope: Scope, match: re.Match | None) -> InboundCall:
-    """What the URL says: Gemini names the model and the streaming mode in the path and `alt=sse`."""
+    """What the URL says (Gemini names the model and the streaming mode in the path and `alt=sse`), and the
+    few client headers an adapter may pass on."""
+    headers = forwarded_headers(scope)
     groups = match.groupdict() if match else {}
     method = groups.get("method")
     if not method:
-        return InboundCall()
+        return InboundCall(headers=headers)
     query = query_params(scope)
     return InboundCall(path_model=groups.get("model"), stream=method == "streamGenerateContent",
-                       sse=query.get("alt") == "sse", query=query)
+                       sse=query.get("alt") == "sse", query=query, headers=headers)
+
+
+def forwarded_headers(scope: Scope) -> dict[str, str]:
+    """The client's FORWARDED_HEADERS; a header sent twice is joined with a comma, as HTTP allows."""
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers") or ():
+        if name in FORWARDED_HEADERS:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
 
 
 async def list_models(app: "ProxyApp", scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
@@ -128,6 +140,19 @@ PROXY_PREFIXES = ("/v1/", "/v1beta/", "/anthropic/", "/healthz", "/readyz", "/me
 OLLAMA_PATHS = {"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/api/embed", "/api/ps"}
 
 
+def protocol_of_path(path: str) -> str:
+    """The client protocol whose error shape an unrouted path gets: Gemini for `/v1beta/...` and
+    `/v1/models/{model}:{method}`, Anthropic for `/anthropic/...` and `/v1/messages...`, Ollama for `/api/...`,
+    OpenAI otherwise."""
+    if path.startswith("/v1beta/") or path == "/v1beta" or (path.startswith("/v1/models/") and ":" in path):
+        return "gemini"
+    if path.startswith(("/anthropic/", "/v1/messages")) or path == "/anthropic":
+        return "anthropic"
+    if path.startswith("/api/"):
+        return "ollama_chat"
+    return "openai_chat"
+
+
 def is_proxy_path(path: str) -> bool:
     return path.startswith(PROXY_PREFIXES) or path in OLLAMA_PATHS or path == "/v1"
 
@@ -157,13 +182,23 @@ class ProxyApp:
                     handler = candidate
                     break
         if handler is None:
-            known_path = any(p == path for _, p in self._exact) or any(p.match(path) for _, p, _ in self._patterns)
-            status = 405 if known_path else 404
-            message = "method not allowed" if known_path else f"unknown endpoint {method} {path}"
-            await send_json(send, status, {"error": {"message": message, "type": "invalid_request_error",
-                                                     "param": None, "code": None}})
+            await self._no_route(send, method, path)
             return
         await handler(self, scope, receive, send, match)
+
+    async def _no_route(self, send: Send, method: str, path: str) -> None:
+        """404 for an unknown path, 405 (with `Allow`) for a known one asked with another method, in the error
+        shape of the API family the path belongs to."""
+        allowed = sorted({m for m, p in self._exact if p == path} | {m for m, p, _ in self._patterns if p.match(path)})
+        protocol = protocol_of_path(path)
+        if allowed:
+            err = GatewayError("invalid_request", f"method {method} is not allowed for {path}", status=405)
+        else:
+            # OpenAI answers an unknown URL with invalid_request_error; Anthropic and Google with "not found"
+            kind = "invalid_request" if protocol == "openai_chat" else "not_found"
+            err = GatewayError(kind, f"unknown endpoint {method} {path}", status=404)
+        extra = [(b"allow", ", ".join(allowed).encode())] if allowed else None
+        await send_json(send, err.status, client_protocol(protocol).render_error(err), extra)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -7,17 +7,23 @@ Conventions:
 - Tool-call arguments are kept as JSON text exactly as the model produced them.
 - A stream is: `StreamStart`, then any mix of `TextDelta` / `ReasoningDelta` / `ToolCallStart` /
   `ToolCallDelta`, then exactly one `StreamEnd` carrying the finish reason and the final usage.
+- A refusal (OpenAI's `refusal` field: the model declined, e.g. under a JSON schema) is text flagged
+  `refusal=True` (`TextPart` / `TextDelta`) and the finish reason "refusal": adapters without a refusal field
+  show it as plain text, which is what an unaware reader of the flag gets too.
+- Finish "error" means the provider ended the answer abnormally (e.g. Gemini MALFORMED_FUNCTION_CALL);
+  each client protocol maps "error" and "refusal" onto one of its own valid values.
 """
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusal", "error"]
 
 
 @dataclass(slots=True)
 class TextPart:
     text: str
+    refusal: bool = False  # the model's refusal message rather than an answer
 
 
 @dataclass(slots=True)
@@ -160,6 +166,7 @@ class StreamStart:
 @dataclass(slots=True)
 class TextDelta:
     text: str
+    refusal: bool = False
 
 
 @dataclass(slots=True)

@@ -14,6 +14,12 @@ The fixtures follow the API reference's `chat.completion.chunk` (openai-python
   comments, usage on the finish chunk with `prompt_cache_hit_tokens`.
 - `openai_openrouter_reasoning.sse`: OpenRouter's `reasoning` / `reasoning_details`, `: OPENROUTER
   PROCESSING` comments, `native_finish_reason`, `cost` in usage.
+- `openai_azure.sse`: Azure OpenAI, whose first chunk is a content-filter preamble with an empty `id`,
+  `model`, `object` and `choices` (`prompt_filter_results`); `content_filter_results` on every choice and,
+  from the asynchronous filter, an annotation chunk (empty id again) whose choice has no `delta`. The stream
+  takes its id from the first chunk that has one.
+- `openai_refusal.sse`: a structured-output refusal: the text arrives in `delta.refusal` (`content` null)
+  and ends with `finish_reason: "stop"`; canonically refusal text and the finish reason "refusal".
 - `openai_n2.sse`: OpenAI with `n: 2`, the two choices' chunks interleaved; the gateway answers with the
   first choice only (as its plain responses do), never a mix of both.
 - `openai_error.sse` / `openai_openrouter_error.sse`: an `error` object mid-stream (OpenAI's bare
@@ -28,10 +34,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from openai._models import construct_type
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from proxy.adapters.openai_chat import OpenAIChatDecoder
+from proxy.adapters.openai_chat import OpenAIChatDecoder, openai_finish
 from proxy.canonical import (
     GatewayError,
     ReasoningDelta,
@@ -86,6 +93,16 @@ EXPECTED = {
         TextDelta("héllo"), TextDelta(" 世界 🎉"),
         StreamEnd("stop", Usage(12, 9)),
     ],
+    "openai_azure.sse": [
+        StreamStart("chatcmpl-C3XaZ8kQ2mVt5Rb1Ny7Lp0Hd", "gpt-4o-2024-11-20", 1754907000),
+        TextDelta("h"), TextDelta("éllo"), TextDelta(" 世界"), TextDelta(" 🎉"),
+        StreamEnd("stop", Usage(21, 6)),
+    ],
+    "openai_refusal.sse": [
+        StreamStart("chatcmpl-C3YrF4nW8pXc2Vz6Qk0Tm1Js", "gpt-4o-2024-08-06", 1754908000),
+        TextDelta("I’m sorry,", refusal=True), TextDelta(" I can’t help with that ✋", refusal=True),
+        StreamEnd("refusal", Usage(58, 11)),
+    ],
 }
 # What the client sees once the events are put together: text, reasoning, whole tool calls, the end.
 MERGED = {
@@ -98,7 +115,10 @@ MERGED = {
     "openai_deepseek_reasoning.sse": ("héllo 世界 🎉", "Grüße → 世界", [], "stop"),
     "openai_openrouter_reasoning.sse": ("héllo 世界 🎉", "**Greeting** the wörld in 日本語", [], "stop"),
     "openai_n2.sse": ("héllo 世界 🎉", "", [], "stop"),
+    "openai_azure.sse": ("héllo 世界 🎉", "", [], "stop"),
+    "openai_refusal.sse": ("", "", [], "stop"),  # the refusal text is compared on its own below
 }
+REFUSAL = "I’m sorry, I can’t help with that ✋"
 ERRORS = {
     "openai_error.sse": (
         [StreamStart("chatcmpl-BwoiPq7Lr3Xk0Zs2Vn8Dy4Tg", "gpt-4.1-2025-04-14", 1754904000), TextDelta("Partiäl")],
@@ -119,28 +139,43 @@ def decode(pieces: list[bytes]) -> list:
 
 
 def merged(events: list) -> tuple[str, str, list, str]:
-    """The events put together per kind; also checks the stream's shape: one start first, one end last."""
+    """The events put together per kind, as an OpenAI Chat client sees them (refusal text is not content, a
+    refusal finishes with "stop"); also checks the stream's shape: one start first, one end last."""
     assert isinstance(events[0], StreamStart) and isinstance(events[-1], StreamEnd)
     assert sum(isinstance(e, StreamStart | StreamEnd) for e in events) == 2
-    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta) and not e.refusal)
     reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
     calls = {e.index: [e.id, e.name, ""] for e in events if isinstance(e, ToolCallStart)}
     for event in events:
         if isinstance(event, ToolCallDelta):
             calls[event.index][2] += event.arguments
     tools = [(i, n, orjson.loads(a)) for i, n, a in (calls[index] for index in sorted(calls))]
-    return text, reasoning, tools, events[-1].finish_reason
+    return text, reasoning, tools, openai_finish(events[-1].finish_reason)
 
 
-def sdk_view(data: bytes) -> tuple[str, str, list, str, int]:
-    """The same stream as the official openai SDK's accumulator reads it."""
+def sdk_completion(data: bytes, *, strict: bool = True):
+    """The same stream as the official openai SDK's accumulator reads it, each chunk validated against the SDK's
+    types; or, with `strict=False`, built leniently as the SDK's stream reader builds them (Azure's chunks do
+    not fit the types: an empty `object`). The SDK's accumulator fails on Azure's annotation chunks, whose
+    choice has no `delta` (openai/openai-python#1677), so they are left out here; the gateway's clients never
+    see them, since it re-encodes the stream."""
     state = ChatCompletionStreamState()
     for line in data.decode().splitlines():
         payload = line.removeprefix("data:").lstrip(" ")
         if not line.startswith("data:") or payload == "[DONE]":
             continue
-        state.handle_chunk(ChatCompletionChunk.model_validate(orjson.loads(payload)))
-    completion = state.get_final_completion()
+        chunk = orjson.loads(payload)
+        if not strict and any("delta" not in choice for choice in chunk["choices"]):
+            continue
+        if strict:
+            state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+        else:
+            state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=chunk))
+    return state.get_final_completion()
+
+
+def sdk_view(data: bytes, *, strict: bool = True) -> tuple[str, str, list, str, int]:
+    completion = sdk_completion(data, strict=strict)
     message, extra = completion.choices[0].message, completion.choices[0].message.model_extra or {}
     tools = [(c.id, c.function.name, orjson.loads(c.function.arguments)) for c in message.tool_calls or []]
     reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
@@ -164,7 +199,25 @@ def test_merged_events_match_what_the_openai_sdk_accumulates(name):
     # the official SDK reads the fixture the same way (it knows nothing of the gateway); its accumulator
     # refuses a stream where any choice stopped at the length limit, as the second one in openai_n2.sse does
     if name != "openai_n2.sse":
-        assert sdk_view(data) == (*MERGED[name], events[-1].usage.output_tokens)
+        assert sdk_view(data, strict=name != "openai_azure.sse") == (*MERGED[name], events[-1].usage.output_tokens)
+
+
+def test_refusal_reads_as_the_sdk_reads_it():
+    events = decode([(FIXTURES / "openai_refusal.sse").read_bytes()])
+    assert "".join(e.text for e in events if isinstance(e, TextDelta) and e.refusal) == REFUSAL
+    assert sdk_completion((FIXTURES / "openai_refusal.sse").read_bytes()).choices[0].message.refusal == REFUSAL
+
+
+def test_azure_preamble_does_not_start_the_stream():
+    """Azure's first chunk has an empty id: the stream (and the id its clients see) starts with the first chunk
+    that names one; a host that never names one gets a made-up id, never an empty one."""
+    azure = (FIXTURES / "openai_azure.sse").read_bytes()
+    assert azure.startswith(b'data: {"choices":[],"created":0,"id":"","model":"","object":""')
+    assert b'"content_filter_offsets"' in azure
+    anonymous = azure.replace(b'"id":"chatcmpl-C3XaZ8kQ2mVt5Rb1Ny7Lp0Hd"', b'"id":""')
+    start = decode([anonymous])[0]
+    assert start.id.startswith("chatcmpl-") and len(start.id) > len("chatcmpl-")
+    assert start.model == "gpt-4o-2024-11-20"
 
 
 def test_framing_variants_are_in_the_fixtures():

@@ -202,6 +202,8 @@ def test_budget_error_in_anthropic_shape(priced, gateway):
     assert info.value.status_code == 429
     body = info.value.body
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+    # Anthropic's error types are a closed list: the budget's name leads the message, machine-readable
+    assert body["error"]["message"].startswith("token_budget_exceeded: ")
     assert "monthly budget of token" in body["error"]["message"]
 
 
@@ -212,6 +214,27 @@ def test_budget_error_in_gemini_shape(priced, gateway):
         sdk.models.generate_content(model="gpt-test", contents="hello there gateway")
     assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
     assert "monthly budget of token" in info.value.message
+    # google.rpc.ErrorInfo tells a spent budget from a provider's rate limit
+    assert info.value.details["error"]["details"] == [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "TOKEN_BUDGET_EXCEEDED", "domain": "ds2api"}]
+
+
+def test_team_budget_error_names_the_team_budget_in_anthropic_and_gemini_shapes(priced, gateway):
+    _require("anthropic")
+    _require("gemini")
+    services.update_team(priced.team, monthly_budget_usd=Decimal("1"))
+    issued = services.issue_token(priced.team, f"team-spent-{time.monotonic_ns()}")  # no budget of its own
+    UsageRecord.objects.create(token_id=issued.token.pk, team_id=priced.team.pk, client_protocol="openai_chat",
+                               status=200, cost_usd=Decimal("1.25"))
+    token = issued.plaintext
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=token, max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.create(model="gpt-test", max_tokens=16, messages=PROMPT)
+    assert refused.value.body["error"]["message"].startswith("team_budget_exceeded: ")
+    gemini = genai.Client(api_key=token, http_options=gtypes.HttpOptions(base_url=gateway.url))
+    with pytest.raises(genai_errors.ClientError) as info:
+        gemini.models.generate_content(model="gpt-test", contents="hello there gateway")
+    assert info.value.details["error"]["details"][0]["reason"] == "TEAM_BUDGET_EXCEEDED"
 
 
 # --- IP allowlists and rotation on the proxy path ---------------------------------------------------

@@ -67,7 +67,8 @@ STOP_FROM_CANONICAL = {
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "content_filter": "refusal",
-    "error": "end_turn",
+    "refusal": "refusal",
+    "error": "end_turn",  # an abnormal end has no stop reason of its own in Anthropic's list
 }
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -88,8 +89,12 @@ def message_with_param(err: GatewayError) -> str:
 
 
 def anthropic_error_body(err: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": ERROR_TYPES.get(err.kind, "api_error"),
-                                       "message": message_with_param(err)}}
+    message = message_with_param(err)
+    if err.kind == "budget_exceeded" and err.code and not message.startswith(err.code):
+        # Anthropic's error types are a closed list (a spent budget is a rate_limit_error): the budget's name
+        # leads the message instead, so a client can tell it from a provider's rate limit
+        message = f"{err.code}: {message}"
+    return {"type": "error", "error": {"type": ERROR_TYPES.get(err.kind, "api_error"), "message": message}}
 
 
 def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
@@ -380,7 +385,10 @@ class AnthropicClient(ClientProtocol):
     name = "anthropic"
 
     def parse_request(self, body: Any, call: InboundCall) -> CanonicalRequest:
-        return parse_anthropic_request(body, need_max_tokens=True)
+        request = parse_anthropic_request(body, need_max_tokens=True)
+        if call.headers.get("anthropic-beta"):  # read by the Anthropic upstream only (anthropic_headers)
+            request.extra["anthropic_beta"] = call.headers["anthropic-beta"]
+        return request
 
     def render_response(self, response: CanonicalResponse, request: CanonicalRequest) -> dict[str, Any]:
         content = render_blocks(response.parts, thinking=request.reasoning is not None)

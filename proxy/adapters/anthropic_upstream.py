@@ -4,6 +4,7 @@ A request that arrived in Anthropic's own format is forwarded as the client wrot
 max_tokens aside), so everything the canonical model does not carry (cache_control, citations...) survives.
 """
 
+import re
 from typing import Any
 
 import orjson
@@ -39,6 +40,7 @@ DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; other protocols make
 MIN_THINKING_BUDGET = 1024
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
 JSON_INSTRUCTION = "Respond only with a single valid JSON object."
+BETA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # e.g. "interleaved-thinking-2025-05-14"
 
 
 def messages_url(base_url: str, path: str = "/v1/messages") -> str:
@@ -46,9 +48,30 @@ def messages_url(base_url: str, path: str = "/v1/messages") -> str:
     return (base[:-3] if base.endswith("/v1") else base) + path
 
 
-def anthropic_headers(secret: str, extra_headers: dict) -> dict[str, str]:
-    return {"x-api-key": secret, "anthropic-version": API_VERSION, "content-type": "application/json",
-            **extra_headers}
+def anthropic_headers(secret: str, extra_headers: dict, client_betas: str = "") -> dict[str, str]:
+    """The gateway always speaks API version 2023-06-01, the one its conversions and stream decoder are written
+    for, whatever version an Anthropic client sent. The client's `anthropic-beta` names are added to those the
+    provider is configured with (both kept, well-formed names only)."""
+    headers = {"x-api-key": secret, "anthropic-version": API_VERSION, "content-type": "application/json"}
+    configured = ""
+    for name, value in extra_headers.items():
+        if name.lower() == "anthropic-beta":
+            configured = str(value)
+        else:
+            headers[name] = value
+    betas = _beta_names(f"{configured},{client_betas}")
+    if betas:
+        headers["anthropic-beta"] = ",".join(betas)
+    return headers
+
+
+def _beta_names(header: str) -> list[str]:
+    names: list[str] = []
+    for raw in header.split(","):
+        name = raw.strip()
+        if name and BETA_NAME.fullmatch(name) and name not in names:
+            names.append(name)
+    return names
 
 
 def _media_block(part: ImagePart) -> dict[str, Any]:
@@ -177,7 +200,8 @@ class AnthropicUpstream(UpstreamAdapter):
     kind = "anthropic"
 
     def build_request(self, request, *, upstream_model, base_url, secret, extra_headers) -> UpstreamRequest:
-        return UpstreamRequest(messages_url(base_url), anthropic_headers(secret, extra_headers),
+        return UpstreamRequest(messages_url(base_url),
+                               anthropic_headers(secret, extra_headers, request.extra.get("anthropic_beta", "")),
                                orjson.dumps(anthropic_body(request, upstream_model)))
 
     def parse_response(self, body: bytes, request: CanonicalRequest) -> CanonicalResponse:

@@ -19,6 +19,12 @@ class InboundCall:
     stream: bool | None = None  # decided by the path (Gemini :streamGenerateContent), else the body decides
     sse: bool = True  # Gemini: alt=sse framing vs a streamed JSON array
     query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # the client's FORWARDED_HEADERS, lower-case names
+
+
+# Client headers a protocol may pass on to an upstream of its own kind (Anthropic betas: Claude Code and the
+# SDK's beta helpers depend on them). Only these are read, so nothing else a client sends can reach a provider.
+FORWARDED_HEADERS = (b"anthropic-beta",)
 
 
 @dataclass(slots=True)

@@ -55,9 +55,16 @@ LEVEL_TO_EFFORT = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH
 def gemini_error_body(err: GatewayError) -> dict[str, Any]:
     error: dict[str, Any] = {"code": err.status, "message": message_with_param(err),
                              "status": STATUS_NAMES.get(err.kind, "INTERNAL")}
+    details: list[dict[str, Any]] = []
+    if err.kind == "budget_exceeded" and err.code:
+        # RESOURCE_EXHAUSTED alone reads like a rate limit; google.rpc.ErrorInfo names which budget is spent
+        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.code.upper(),
+                        "domain": "ds2api"})
     if err.retry_after is not None:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                             "retryDelay": f"{max(1, round(err.retry_after))}s"}]
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{max(1, round(err.retry_after))}s"})
+    if details:
+        error["details"] = details
     return {"error": error}
 
 

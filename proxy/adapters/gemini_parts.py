@@ -25,7 +25,7 @@ from proxy.canonical import (
 )
 
 FINISH_FROM_CANONICAL = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS",
-                         "content_filter": "SAFETY", "error": "OTHER"}
+                         "content_filter": "SAFETY", "refusal": "SAFETY", "error": "OTHER"}
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE",
             "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR"}
 IGNORED_PART_FIELDS = {"videoMetadata", "video_metadata", "thought", "thoughtSignature", "thought_signature",

@@ -45,7 +45,7 @@ from proxy.canonical import (
     Usage,
 )
 
-DONE_REASONS = {"length": "length"}  # everything else (stop, tool_calls, content_filter) reads "stop"
+DONE_REASONS = {"length": "length"}  # everything else (stop, tool_calls, content_filter, refusal, error) reads "stop"
 THINK_LEVELS = ("low", "medium", "high")
 IMAGE_SIGNATURES = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
                     (b"RIFF", "image/webp"))

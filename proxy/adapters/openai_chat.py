@@ -5,6 +5,7 @@ Also serves OpenAI-compatible hosts (vLLM, DeepSeek, OpenRouter, ...): their `re
 """
 
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -68,6 +69,9 @@ ERROR_TYPES = {
 }
 FINISH_FROM_OPENAI = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
                       "function_call": "tool_calls", "content_filter": "content_filter"}
+# Canonical finishes Chat Completions has no value for: OpenAI itself ends a refusal with "stop" (the text is in
+# `refusal`), and "stop" is the nearest valid value for an abnormal end (Gemini MALFORMED_FUNCTION_CALL).
+FINISH_TO_OPENAI = {"refusal": "stop", "error": "stop"}
 # Fields an OpenAI upstream accepts as-is; kept when the client also speaks OpenAI.
 PASSTHROUGH = ("seed", "presence_penalty", "frequency_penalty", "logit_bias", "n", "service_tier")
 
@@ -120,6 +124,9 @@ def _parse_messages(raw_messages: Any) -> tuple[str | None, list[Message]]:
             if isinstance(reasoning, str) and reasoning:
                 parts.append(ReasoningPart(reasoning))
             parts.extend(_content_parts(raw.get("content"), f"{path}.content"))
+            refusal = raw.get("refusal")
+            if isinstance(refusal, str) and refusal:  # an earlier refusal sent back: the model said it
+                parts.append(TextPart(refusal))
             for j, call in enumerate(require_list(raw.get("tool_calls") or [], f"{path}.tool_calls")):
                 call = require_dict(call, f"{path}.tool_calls[{j}]")
                 function = require_dict(call.get("function"), f"{path}.tool_calls[{j}].function")
@@ -211,10 +218,13 @@ class OpenAIChatClient(ClientProtocol):
         )
 
     def render_response(self, response: CanonicalResponse, request: CanonicalRequest) -> dict:
-        text = "".join(p.text for p in response.parts if isinstance(p, TextPart))
+        text = "".join(p.text for p in response.parts if isinstance(p, TextPart) and not p.refusal)
+        refusal = "".join(p.text for p in response.parts if isinstance(p, TextPart) and p.refusal)
         reasoning = "".join(p.text for p in response.parts if isinstance(p, ReasoningPart))
         calls = [p for p in response.parts if isinstance(p, ToolCall)]
-        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not (calls or refusal) else None}
+        if refusal:
+            message["refusal"] = refusal
         if reasoning:
             message["reasoning_content"] = reasoning
         if calls:
@@ -222,11 +232,12 @@ class OpenAIChatClient(ClientProtocol):
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
             ]
         return {
-            "id": response.id,
+            "id": response.id or new_completion_id(),
             "object": "chat.completion",
             "created": response.created or int(time.time()),
             "model": response.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": response.finish_reason, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": openai_finish(response.finish_reason),
+                         "logprobs": None}],
             "usage": openai_usage(response.usage),
         }
 
@@ -235,6 +246,15 @@ class OpenAIChatClient(ClientProtocol):
 
     def render_error(self, err: GatewayError) -> dict:
         return openai_error_body(err)
+
+
+def new_completion_id() -> str:
+    """For a provider that gave no id (Azure's first stream chunk has an empty one)."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def openai_finish(reason: str) -> str:
+    return FINISH_TO_OPENAI.get(reason, reason)
 
 
 def openai_usage(usage: Usage) -> dict[str, Any]:
@@ -260,7 +280,9 @@ class OpenAIChatEncoder(StreamEncoder):
 
     def encode(self, event) -> bytes:
         if isinstance(event, TextDelta):
-            return self._chunk({"content": event.text}) if event.text else b""
+            if not event.text:
+                return b""
+            return self._chunk({"refusal": event.text} if event.refusal else {"content": event.text})
         if isinstance(event, ToolCallDelta):
             return self._chunk({"tool_calls": [{"index": event.index, "function": {"arguments": event.arguments}}]})
         if isinstance(event, ReasoningDelta):
@@ -269,12 +291,12 @@ class OpenAIChatEncoder(StreamEncoder):
             return self._chunk({"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
                                                 "function": {"name": event.name, "arguments": ""}}]})
         if isinstance(event, StreamStart):
-            head = {"id": event.id, "object": "chat.completion.chunk", "created": event.created or int(time.time()),
+            head = {"id": event.id or new_completion_id(), "object": "chat.completion.chunk", "created": event.created or int(time.time()),
                     "model": event.model}
             self._head = orjson.dumps(head)[:-1]
             return self._chunk({"role": "assistant", "content": ""})
         if isinstance(event, StreamEnd):
-            out = self._chunk({}, event.finish_reason)
+            out = self._chunk({}, openai_finish(event.finish_reason))
             if self.request.include_usage:
                 out += sse_data(self._head + b',"choices":[],"usage":' + orjson.dumps(openai_usage(event.usage)) + b"}")
             return out + b"data: [DONE]\n\n"
@@ -374,6 +396,13 @@ def openai_chat_body(request: CanonicalRequest, upstream_model: str) -> dict[str
     return body
 
 
+def finish_from_openai(reason: str | None, *, refused: bool) -> str:
+    """OpenAI ends a refusal with "stop"; canonically it is "refusal", so that protocols with a refusal or
+    filter finish (Anthropic, Gemini) can say so."""
+    finish = FINISH_FROM_OPENAI.get(reason or "stop", "stop")
+    return "refusal" if refused and finish == "stop" else finish
+
+
 def usage_from_openai(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
@@ -415,12 +444,15 @@ class OpenAIUpstream(UpstreamAdapter):
             parts.append(ReasoningPart(reasoning))
         if message.get("content"):
             parts.append(TextPart(message["content"]))
+        refusal = message.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            parts.append(TextPart(refusal, refusal=True))
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
             parts.append(ToolCall(call.get("id") or "", function.get("name") or "", function.get("arguments") or "{}"))
         return CanonicalResponse(
             id=data.get("id") or "", model=data.get("model") or "", parts=parts,
-            finish_reason=FINISH_FROM_OPENAI.get(choice.get("finish_reason") or "stop", "stop"),
+            finish_reason=finish_from_openai(choice.get("finish_reason"), refused=bool(refusal)),
             usage=usage_from_openai(data.get("usage")), created=int(data.get("created") or 0),
         )
 
@@ -450,9 +482,12 @@ def error_from_openai_body(status: int, headers: dict[str, str], body: bytes) ->
 
 class OpenAIChatDecoder(SSEDecoder):
     """Reads `chat.completion.chunk` streams. `[DONE]` ends the stream; a stream that stops without it
-    still ends normally once a finish reason arrived (some compatible hosts never send `[DONE]`)."""
+    still ends normally once a finish reason arrived (some compatible hosts never send `[DONE]`).
 
-    __slots__ = ("_started", "_finish", "_usage", "_tool_index", "_done")
+    The stream starts with the first chunk that names its id or carries choices: Azure OpenAI opens with a
+    content-filter preamble whose id, model and choices are empty."""
+
+    __slots__ = ("_started", "_finish", "_usage", "_tool_index", "_done", "_refused")
 
     def __init__(self) -> None:
         super().__init__()
@@ -461,6 +496,7 @@ class OpenAIChatDecoder(SSEDecoder):
         self._usage = Usage()
         self._tool_index: dict[int, int] = {}
         self._done = False
+        self._refused = False
 
     def end(self) -> list:
         events: list = []
@@ -473,7 +509,14 @@ class OpenAIChatDecoder(SSEDecoder):
     def _end(self, events: list) -> None:
         if not self._done:
             self._done = True
-            events.append(StreamEnd(FINISH_FROM_OPENAI.get(self._finish or "stop", "stop"), self._usage))
+            self._start({}, events)
+            events.append(StreamEnd(finish_from_openai(self._finish, refused=self._refused), self._usage))
+
+    def _start(self, chunk: dict, events: list) -> None:
+        if not self._started:
+            self._started = True
+            events.append(StreamStart(chunk.get("id") or new_completion_id(), chunk.get("model") or "",
+                                      int(chunk.get("created") or 0)))
 
     def handle(self, sse: SSEEvent, events: list) -> None:
         if self._done:
@@ -486,9 +529,8 @@ class OpenAIChatDecoder(SSEDecoder):
         if chunk.get("error"):
             error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
             raise GatewayError("upstream", error.get("message") or "the provider reported an error mid-stream")
-        if not self._started:
-            self._started = True
-            events.append(StreamStart(chunk.get("id") or "", chunk.get("model") or "", int(chunk.get("created") or 0)))
+        if chunk.get("id") or chunk.get("choices"):
+            self._start(chunk, events)
         if chunk.get("usage"):
             self._usage = usage_from_openai(chunk["usage"])
         for choice in chunk.get("choices") or ():
@@ -501,6 +543,10 @@ class OpenAIChatDecoder(SSEDecoder):
             content = delta.get("content")
             if content:
                 events.append(TextDelta(content))
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self._refused = True
+                events.append(TextDelta(refusal, refusal=True))
             for call in delta.get("tool_calls") or ():
                 self._tool_call(call, events)
             if choice.get("finish_reason"):

@@ -2,7 +2,8 @@
 
 Canonical reasoning is shown as a reasoning item with one summary part (what Responses clients display);
 a provider's reasoning signature (Anthropic thinking signature, Gemini thought signature) travels in
-`encrypted_content`, so sending the item back in the next request restores it.
+`encrypted_content`, so sending the item back in the next request restores it. Refusal text is a `refusal`
+content part of the message item, as OpenAI sends it.
 """
 
 import time
@@ -43,7 +44,8 @@ def new_id(prefix: str) -> str:
 def responses_usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens,
+                                 "cache_write_tokens": usage.cache_creation_tokens},
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.total_tokens,
@@ -90,13 +92,25 @@ def envelope(request: CanonicalRequest, response_id: str, created_at: int, statu
     }
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "message", "status": status, "role": "assistant",
-            "content": [output_text(text)] if status != "in_progress" else []}
+def message_item(item_id: str, content: list[dict], status: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
 def output_text(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def content_part(text: str, refusal: bool) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": text} if refusal else output_text(text)
+
+
+def _append_text(content: list[dict], text: str, refusal: bool) -> None:
+    """Text joins the last content part of its kind; answer text and refusal text are separate parts."""
+    last = content[-1] if content else None
+    if last is not None and last["type"] == ("refusal" if refusal else "output_text"):
+        last["refusal" if refusal else "text"] += text
+    else:
+        content.append(content_part(text, refusal))
 
 
 def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
@@ -132,10 +146,9 @@ def render_response(response: CanonicalResponse, request: CanonicalRequest) -> d
             else:
                 output.append(reasoning_item(new_id("rs"), part.text, part.signature))
         elif isinstance(part, TextPart):
-            if previous is TextPart:
-                output[-1]["content"][0]["text"] += part.text
-            else:
-                output.append(message_item(new_id("msg"), part.text, item_status))
+            if previous is not TextPart:
+                output.append(message_item(new_id("msg"), [], item_status))
+            _append_text(output[-1]["content"], part.text, part.refusal)
         elif isinstance(part, ToolCall):
             output.append(function_call_item(new_id("fc"), part.id, part.name, part.arguments, "completed"))
         previous = type(part)
@@ -150,7 +163,8 @@ class ResponsesEncoder(StreamEncoder):
 
     Items open with `output_item.added` and close with `output_item.done`; a reasoning or message item
     closes when another kind of item starts, function calls stay open until the end because providers
-    may interleave argument deltas of parallel calls.
+    may interleave argument deltas of parallel calls. Inside the message item, answer text and refusal text
+    are separate content parts (`output_text` / `refusal`), each opened and closed with its own events.
     """
 
     def __init__(self, request: CanonicalRequest) -> None:
@@ -162,6 +176,8 @@ class ResponsesEncoder(StreamEncoder):
         self.buffers: list[list[str]] = []  # text / summary / arguments pieces per output index
         self.reasoning: int | None = None  # open item indices
         self.message: int | None = None
+        self.content: list[dict] = []  # the open message's finished content parts
+        self.part_refusal: bool | None = None  # the kind of its open content part, None when none is open
         self.calls: dict[int, int] = {}  # canonical tool-call index -> output index
         self.signature: str | None = None
 
@@ -178,7 +194,7 @@ class ResponsesEncoder(StreamEncoder):
 
     def encode(self, event: StreamEvent) -> bytes:
         if isinstance(event, TextDelta):
-            return self._text(event.text) if event.text else b""
+            return self._text(event.text, event.refusal) if event.text else b""
         if isinstance(event, ToolCallDelta):
             return self._arguments(event.index, event.arguments)
         if isinstance(event, ReasoningDelta):
@@ -215,16 +231,37 @@ class ResponsesEncoder(StreamEncoder):
                                output_index=self.reasoning, summary_index=0, delta=event.text)
         return out
 
-    def _text(self, text: str) -> bytes:
+    def _text(self, text: str, refusal: bool) -> bytes:
         out = b""
         if self.message is None:
             out += self._close_reasoning()
-            self.message, added = self._add(message_item(new_id("msg"), "", "in_progress"))
-            out += added + self._event("response.content_part.added", item_id=self._id(self.message),
-                                       output_index=self.message, content_index=0, part=output_text(""))
+            self.message, added = self._add(message_item(new_id("msg"), [], "in_progress"))
+            self.content = []
+            out += added
+        where = {"item_id": self._id(self.message), "output_index": self.message}
+        if self.part_refusal is not refusal:
+            out += self._close_part()
+            self.part_refusal = refusal
+            out += self._event("response.content_part.added", **where, content_index=len(self.content),
+                               part=content_part("", refusal))
         self.buffers[self.message].append(text)
-        return out + self._event("response.output_text.delta", item_id=self._id(self.message),
-                                 output_index=self.message, content_index=0, delta=text, logprobs=[])
+        if refusal:
+            return out + self._event("response.refusal.delta", **where, content_index=len(self.content), delta=text)
+        return out + self._event("response.output_text.delta", **where, content_index=len(self.content),
+                                 delta=text, logprobs=[])
+
+    def _close_part(self) -> bytes:
+        if self.part_refusal is None or self.message is None:
+            return b""
+        refusal, self.part_refusal = self.part_refusal, None
+        text = "".join(self.buffers[self.message])
+        self.buffers[self.message].clear()
+        where = {"item_id": self._id(self.message), "output_index": self.message, "content_index": len(self.content)}
+        part = content_part(text, refusal)
+        self.content.append(part)
+        done = (self._event("response.refusal.done", **where, refusal=text) if refusal
+                else self._event("response.output_text.done", **where, text=text, logprobs=[]))
+        return done + self._event("response.content_part.done", **where, part=part)
 
     def _start_call(self, index: int, call_id: str, name: str) -> bytes:
         output_index, added = self._add(function_call_item(new_id("fc"), call_id, name, "", "in_progress"))
@@ -259,14 +296,10 @@ class ResponsesEncoder(StreamEncoder):
     def _close_message(self, status: str = "completed") -> bytes:
         if self.message is None:
             return b""
+        out = self._close_part()
         index, self.message = self.message, None
-        text = "".join(self.buffers[index])
-        item = self.output[index] = message_item(self._id(index), text, status)
-        return (self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-                            text=text, logprobs=[])
-                + self._event("response.content_part.done", item_id=item["id"], output_index=index,
-                              content_index=0, part=output_text(text))
-                + self._event("response.output_item.done", output_index=index, item=item))
+        item = self.output[index] = message_item(self._id(index), self.content, status)
+        return out + self._event("response.output_item.done", output_index=index, item=item)
 
     def _close_calls(self) -> bytes:
         out = b""
@@ -294,9 +327,27 @@ class ResponsesEncoder(StreamEncoder):
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
         return out + self._event(kind, response=response)
 
+    def _output_so_far(self) -> list[dict]:
+        """The output as it stands when the stream fails: open items keep what was streamed into them (the
+        client's accumulator has it too) and read as incomplete."""
+        output = list(self.output)
+        if self.reasoning is not None:
+            index = self.reasoning
+            output[index] = reasoning_item(self._id(index), "".join(self.buffers[index]), self.signature)
+        if self.message is not None:
+            content = list(self.content)
+            if self.part_refusal is not None:
+                content.append(content_part("".join(self.buffers[self.message]), self.part_refusal))
+            output[self.message] = message_item(self._id(self.message), content, "incomplete")
+        for index in self.calls.values():
+            current = output[index]
+            output[index] = function_call_item(current["id"], current["call_id"], current["name"],
+                                               "".join(self.buffers[index]), "incomplete")
+        return output
+
     def error(self, err: GatewayError) -> bytes:
         code = ERROR_CODES.get(err.kind, "server_error")
-        response = envelope(self.request, self.response_id, self.created_at, "failed", output=self.output,
+        response = envelope(self.request, self.response_id, self.created_at, "failed", output=self._output_so_far(),
                             error={"code": code, "message": err.message})
         return (self._event("error", code=code, message=err.message, param=err.param)
                 + self._event("response.failed", response=response))
