@@ -6,6 +6,10 @@ Before the first byte reaches the client, a failing attempt (connect error, time
 stream that breaks early) moves on to the next credential or target within the route's retry budget; after
 it, the stream ends with the protocol's own error event. Each attempt's outcome feeds the credential's
 health (cooldowns, invalid keys, headroom). Exactly one usage row is recorded per request, whatever happens.
+
+Side calls (embeddings, token counts: `proxy.side_calls`) run through this same class: a subclass overrides
+the hooks `_parse`, `_plan`, `_estimate` and `_attempt`, so intake, permissions, the attempt loop, error
+answers and the usage row are written once. How an attempt fails is in `proxy.attempts`.
 """
 
 import asyncio
@@ -14,7 +18,6 @@ import math
 import time
 import uuid
 
-import aiohttp
 import orjson
 
 from accounts import budgets
@@ -31,6 +34,16 @@ from proxy.asgi_io import (
     header,
     read_body,
 )
+from proxy.attempts import (
+    TRANSPORT_ERRORS,
+    Retry,
+    broke_off,
+    redirected,
+    refusal,
+    unforwardable,
+    unreachable,
+    unreadable,
+)
 from proxy.auth import authenticate
 from proxy.canonical import CanonicalRequest, GatewayError
 from proxy.estimate import request_tokens_quick
@@ -41,7 +54,7 @@ from proxy.runtime import Runtime
 from proxy.stored_bodies import BodyCapture
 from proxy.upstream import header_dict
 from routing.limits import Lease, Settlement
-from routing.ratelimit_headers import Headroom, parse_headers
+from routing.ratelimit_headers import parse_headers
 from routing.selector import Candidate
 from routing.snapshot import RouteInfo, Snapshot, TokenInfo, model_allowed
 
@@ -49,19 +62,10 @@ __all__ = ["Outcome", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 PIN_HEADER = b"x-ds2-target-account"
 
 
-class _Retry(Exception):
-    """This attempt failed before the client saw a byte; another credential may still serve."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def _route_headers(request_id: str, route: RouteInfo | None, provider: str | None) -> list[tuple[bytes, bytes]]:
+def route_headers(request_id: str, route: RouteInfo | None, provider: str | None) -> list[tuple[bytes, bytes]]:
     headers = [(b"x-request-id", request_id.encode())]
     if route is not None:
         headers.append((b"x-ds2-route", route.model.encode()))
@@ -70,7 +74,7 @@ def _route_headers(request_id: str, route: RouteInfo | None, provider: str | Non
     return headers
 
 
-class _StartTracking:
+class StartTracking:
     """The ASGI send callable, remembering whether the response has begun (so an error is never sent twice)."""
 
     __slots__ = ("send", "started")
@@ -89,7 +93,7 @@ class Pipeline:
         self.runtime = runtime
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, protocol_name: str, call: InboundCall) -> None:
-        send = _StartTracking(send)
+        send = StartTracking(send)
         protocol = client_protocol(protocol_name)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
@@ -111,7 +115,7 @@ class Pipeline:
             except orjson.JSONDecodeError:
                 raise GatewayError("invalid_request", "the request body is not valid JSON") from None
             try:
-                request = protocol.parse_request(body, call)
+                request = self._parse(protocol, body, call)
             except RecursionError:
                 raise GatewayError("invalid_request", "the request body is nested too deeply") from None
             route = snapshot.route_for(request.model)
@@ -150,11 +154,31 @@ class Pipeline:
 
     async def _send_error(self, send: Send, protocol: ClientProtocol, err: GatewayError, request_id: str,
                           route: RouteInfo | None) -> None:
-        headers = JSON_HEADERS + _route_headers(request_id, route, None)
+        headers = JSON_HEADERS + route_headers(request_id, route, None)
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": orjson.dumps(protocol.render_error(err))})
+
+    # --- hooks a subclass overrides (proxy.side_calls) --------------------------------------------------------
+
+    def _parse(self, protocol: ClientProtocol, body, call):
+        """The request the rest of the pipeline works on (it has `.model` and `.stream`)."""
+        return protocol.parse_request(body, call)
+
+    def _plan(self, route: RouteInfo, snapshot: Snapshot, pin: str | None, request) -> list[Candidate]:
+        plan = self.runtime.selector.plan(route, snapshot, pin)
+        if not plan:
+            if pin is not None:
+                raise GatewayError("invalid_request", f"no credential '{pin}' serves the model '{request.model}'")
+            raise GatewayError("overloaded", f"no provider credential is available for '{request.model}'")
+        return plan
+
+    def _estimate(self, request) -> int:
+        """Prompt tokens charged against tokens-per-minute limits until the real count is known."""
+        return request_tokens_quick(request)
+
+    # -------------------------------------------------------------------------------------------------------------
 
     async def _forward(self, scope, receive, send, protocol, call, request, route, token, snapshot: Snapshot,
                        request_id, outcome) -> bool:
@@ -162,12 +186,8 @@ class Pipeline:
         pin = pin_raw.decode("latin-1").strip() if pin_raw else None
         if pin is not None and not token.is_admin:
             raise GatewayError("permission", "only admin tokens may pin a request with X-Ds2-Target-Account")
-        plan = self.runtime.selector.plan(route, snapshot, pin)
-        if not plan:
-            if pin is not None:
-                raise GatewayError("invalid_request", f"no credential '{pin}' serves the model '{request.model}'")
-            raise GatewayError("overloaded", f"no provider credential is available for '{request.model}'")
-        prompt_estimate = request_tokens_quick(request)
+        plan = self._plan(route, snapshot, pin, request)
+        prompt_estimate = self._estimate(request)
         tried: set[int] = set()
         last_error: GatewayError | None = None
         while outcome.attempts <= route.retry_budget:
@@ -182,21 +202,18 @@ class Pipeline:
             try:
                 return await self._attempt(receive, send, protocol, call, request, candidate, lease, request_id,
                                            outcome, prompt_estimate)
-            except _Retry as retry:
+            except Retry as retry:
                 last_error = retry.error
                 tried.add(candidate.credential.id)
         raise last_error or GatewayError("overloaded", "no provider credential is available")
 
     async def _attempt(self, receive, send, protocol, call, request, candidate: Candidate, lease: Lease,
                        request_id, outcome: Outcome, prompt_estimate: int) -> bool:
-        """One try on one credential. Raises _Retry when another credential may still serve."""
-        target, credential, provider = candidate.target, candidate.credential, candidate.target.provider
+        """One try on one credential. Raises Retry when another credential may still serve."""
+        credential, provider = candidate.credential, candidate.target.provider
         adapter = upstream_adapter(provider.kind)
-        upstream_model = target.upstream_model or request.model
-        outcome.begin_attempt()
-        outcome.credential_id, outcome.provider_id, outcome.route_id = credential.id, provider.id, candidate.route.id
-        outcome.upstream_kind, outcome.upstream_model = provider.kind, upstream_model
-        headers = JSON_HEADERS + _route_headers(request_id, candidate.route, provider.name)
+        upstream_model = begin_attempt(outcome, candidate, request.model)
+        headers = JSON_HEADERS + route_headers(request_id, candidate.route, provider.name)
         verdict, error, headroom, retry_after = "client", "", None, None
         started = time.perf_counter()
         try:
@@ -214,46 +231,23 @@ class Pipeline:
             except orjson.JSONEncodeError as exc:
                 raise unforwardable(exc) from None
             try:
-                response = await self.runtime.upstream.post(
-                    upstream_request,
-                    connect_timeout=provider.connect_timeout or self.runtime.connect_timeout,
-                    read_timeout=provider.read_timeout or self.runtime.read_timeout,
-                    total=candidate.route.timeout,
-                )
-            except TimeoutError:
-                verdict, error = "fail", "timeout"
-                raise _Retry(GatewayError("timeout", f"the provider did not answer in time ({provider.name})")) from None
-            except aiohttp.ClientError as exc:
-                verdict, error = "fail", f"connection failed: {type(exc).__name__}: {exc}"[:300]
-                raise _Retry(GatewayError("upstream", f"could not reach the provider ({provider.name})",
-                                          status=502)) from None
+                response = await self._post(upstream_request, candidate)
+            except TRANSPORT_ERRORS as exc:
+                raise unreachable(exc, provider.name) from None
             try:
                 headroom = parse_headers(response.headers)
-                if 300 <= response.status < 400:  # redirects are never followed (SSRF): a broken provider
-                    verdict, error = "fail", f"HTTP {response.status}: redirects are not followed"
-                    raise _Retry(GatewayError("upstream", f"the provider answered with a redirect ({provider.name})",
-                                              status=502))
-                if response.status >= 400:
+                if response.status >= 300:
+                    if response.status < 400:
+                        raise redirected(response.status, provider.name)
                     err = scrub_error(adapter.parse_error(response.status, header_dict(response),
                                                           await response.read()), credential.secret)
-                    verdict, error, retry_after = _classify(response.status, err, headroom)
-                    error = error or f"HTTP {response.status}: {err.message}"[:300]
-                    if verdict == "auth":
-                        raise _Retry(GatewayError("upstream", f"the provider rejected the credential for "
-                                                  f"{provider.name}", status=502))
-                    if response.status in RETRYABLE_STATUS:
-                        raise _Retry(err)
-                    raise err
+                    raise refusal(response.status, err, headroom, provider.name)
                 verdict = "ok"
                 if not request.stream:
                     try:
                         result = adapter.parse_response(await response.read(), request)
                     except GatewayError as err:
-                        if err.kind != "upstream":
-                            raise
-                        # a 200 the adapter cannot read is the provider's failure; another credential may answer
-                        verdict, error = "fail", err.message[:300]
-                        raise _Retry(err) from None
+                        raise unreadable(err) from None
                     await send_result(send, protocol, request, result, headers, outcome)
                     self._observe(candidate, started)
                     return True
@@ -261,25 +255,33 @@ class Pipeline:
                     await relay(receive, send, protocol, call, request,
                                 decoded(response, adapter.stream_decoder(request)), headers, outcome, started)
                 except FailedBeforeFirstByte as failed:
-                    verdict, error = "fail", f"stream failed: {failed.error.message}"[:300]
-                    raise _Retry(failed.error) from None
+                    raise Retry(failed.error, note=f"stream failed: {failed.error.message}") from None
                 if outcome.stream_failed:
                     verdict, error = "fail", "stream failed after the first byte"
                 else:
                     self._observe(candidate, started)
                 return True
-            except TimeoutError:
-                verdict, error = "fail", "timeout"
-                raise _Retry(GatewayError("timeout", f"the provider did not answer in time ({provider.name})")) from None
-            except aiohttp.ClientError as exc:  # the body broke off (reset, short read) before the client saw it
-                verdict, error = "fail", f"response broke off: {type(exc).__name__}"
-                raise _Retry(GatewayError("upstream", f"the provider's response broke off ({provider.name})",
-                                          status=502)) from None
+            except TRANSPORT_ERRORS as exc:  # the body broke off (reset, short read) before the client saw it
+                raise broke_off(exc, provider.name) from None
             finally:
                 response.release()
+        except Retry as retry:
+            verdict, error, retry_after = retry.verdict, retry.note, retry.retry_after
+            raise
         finally:
             self.runtime.limits.settle(Settlement(lease, verdict, outcome.tokens_to_charge(prompt_estimate),
                                                   retry_after, error, headroom))
+
+    def _post(self, upstream_request, candidate: Candidate):
+        """One attempt's upstream call with the provider's timeouts: the client's own coroutine, for the caller
+        to await (no wrapper on the hot path)."""
+        provider = candidate.target.provider
+        return self.runtime.upstream.post(
+            upstream_request,
+            connect_timeout=provider.connect_timeout or self.runtime.connect_timeout,
+            read_timeout=provider.read_timeout or self.runtime.read_timeout,
+            total=candidate.route.timeout,
+        )
 
     def _observe(self, candidate: Candidate, started: float) -> None:
         self.runtime.selector.observe_latency(candidate.credential.id, candidate.target.upstream_model,
@@ -330,20 +332,12 @@ class Pipeline:
         metrics.observe_request(self.runtime, request_id, protocol_name, token, request, route, outcome, usage, started)
 
 
-def unforwardable(exc: orjson.JSONEncodeError) -> GatewayError:
-    """A client value the upstream body cannot carry (orjson refuses nesting deeper than 254 levels)."""
-    if "recursion" in str(exc).lower():
-        return GatewayError("invalid_request", "the request body is nested too deeply to forward")
-    raise exc
 
-
-def _classify(status: int, err: GatewayError, headroom: Headroom) -> tuple[str, str, float | None]:
-    """(health verdict, error note, retry-after seconds) for an upstream error status."""
-    retry_after = err.retry_after if err.retry_after is not None else headroom.retry_after
-    if status == 429:
-        return "rate", "", retry_after
-    if status in (401, 403):
-        return "auth", f"HTTP {status}: the provider rejected this key", None
-    if status in RETRYABLE_STATUS:
-        return "fail", "", retry_after
-    return "client", "", None
+def begin_attempt(outcome: Outcome, candidate: Candidate, model: str) -> str:
+    """Start an attempt on `candidate` (the usage row names its credential); returns the upstream model."""
+    provider = candidate.target.provider
+    upstream_model = candidate.target.upstream_model or model
+    outcome.begin_attempt()
+    outcome.credential_id, outcome.provider_id, outcome.route_id = candidate.credential.id, provider.id, candidate.route.id
+    outcome.upstream_kind, outcome.upstream_model = provider.kind, upstream_model
+    return upstream_model
