@@ -18,14 +18,12 @@ from rest_framework.response import Response
 
 from accounts import audit, pricing, selectors
 from accounts.api_base import ManagementViewSet
-from accounts.csv_export import csv_response
 from accounts.filters import AuditEventFilter, PriceFilter, as_utc
 from accounts.models import AuditEvent, ModelPrice
 from accounts.permissions import require_platform_admin
 
 BIGINT_MAX = 2**63 - 1
 DEFAULT_USAGE_RANGE = timedelta(days=30)
-CSV_ROW_LIMIT = 100_000
 
 # --- prices ----------------------------------------------------------------------------------------
 
@@ -184,6 +182,5 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Manage
     @action(detail=False, methods=["get"], renderer_classes=[JSONRenderer, CSVRenderer], pagination_class=None)
     def export(self, request):
         """The filtered events as CSV (newest first, at most 100,000 rows)."""
-        events = self.filter_queryset(self.get_queryset())[:CSV_ROW_LIMIT]
-        return csv_response(f"audit-{timezone.now():%Y%m%d-%H%M%S}.csv", audit.CSV_COLUMNS,
-                            (audit.csv_row(event) for event in events.iterator()))
+        return audit.csv_download(f"audit-{timezone.now():%Y%m%d-%H%M%S}.csv",
+                                  self.filter_queryset(self.get_queryset()))

@@ -11,7 +11,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from accounts import audit, invites, login_throttle
-from accounts.csv_export import csv_response
 from accounts.forms import AuditFilterForm
 from accounts.page_access import access_for
 from accounts.permissions import READ_AUDIT
@@ -128,11 +127,7 @@ def _audit_rows(request: HttpRequest):
 def audit_log(request: HttpRequest) -> HttpResponse:
     form, rows, data = _audit_rows(request)
     if request.GET.get("format") == "csv":
-        return csv_response(
-            "audit.csv", ["time_utc", "actor", "team", "action", "target_type", "target_id", "target", "ip"],
-            ([e.created_at.isoformat(), e.actor_label, e.team.name if e.team else "", e.action, e.target_type,
-              e.target_id, e.target_repr, e.ip or ""] for e in rows[:100_000].iterator()),
-        )
+        return audit.csv_download("audit.csv", rows)
     before = data.get("before")
     page = list((rows.filter(id__lt=before) if before else rows)[: AUDIT_PAGE_SIZE + 1])
     params = request.GET.copy()
