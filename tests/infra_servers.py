@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 import redis
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -216,38 +217,22 @@ class FakeControl:
         return self._call("GET", "stats", params={"arrivals": "0"})
 
 
-CONFIG = """
-providers:
-  - name: fake-openai
-    kind: openai
-    base_url: {fake}/v1
-    read_timeout: {read_timeout}
-    credentials:
-      - {{name: key-a, secret: "env:INFRA_KEY_A"}}
-      - {{name: key-b, secret: "env:INFRA_KEY_B"}}
-  - name: fake-anthropic
-    kind: anthropic
-    base_url: {fake}
-    read_timeout: {read_timeout}
-    credentials:
-      - {{name: key-a, secret: "env:INFRA_KEY_A"}}
-      - {{name: key-b, secret: "env:INFRA_KEY_B"}}
-  - name: fake-gemini
-    kind: gemini
-    base_url: {fake}
-    read_timeout: {read_timeout}
-    credentials:
-      - {{name: key-a, secret: "env:INFRA_KEY_A"}}
-      - {{name: key-b, secret: "env:INFRA_KEY_B"}}
-routes:
-  - {{model: gpt-load, retry_budget: 3, targets: [{{provider: fake-openai, model: fake-model}}]}}
-  - {{model: claude-load, retry_budget: 3, targets: [{{provider: fake-anthropic, model: claude-fake}}]}}
-  - {{model: gemini-load, retry_budget: 3, targets: [{{provider: fake-gemini, model: gemini-fake}}]}}
-teams:
-  - name: load
-    tokens:
-      - {{name: load, value: "env:INFRA_GATEWAY_TOKEN"}}
-"""
+ROUTES = {"gpt-load": ("openai", "fake-model"), "claude-load": ("anthropic", "claude-fake"),
+          "gemini-load": ("gemini", "gemini-fake")}
+
+
+def gateway_config(fake_url: str, read_timeout: float) -> dict:
+    """One provider per upstream kind, each with credentials A and B, and a route to each; one team token."""
+    providers = [
+        {"name": f"fake-{kind}", "kind": kind, "base_url": fake_url + ("/v1" if kind == "openai" else ""),
+         "read_timeout": read_timeout,
+         "credentials": [{"name": "key-a", "secret": "env:INFRA_KEY_A"}, {"name": "key-b", "secret": "env:INFRA_KEY_B"}]}
+        for kind in ("openai", "anthropic", "gemini")
+    ]
+    routes = [{"model": model, "retry_budget": 3, "targets": [{"provider": f"fake-{kind}", "model": upstream}]}
+              for model, (kind, upstream) in ROUTES.items()]
+    teams = [{"name": "load", "tokens": [{"name": "load", "value": "env:INFRA_GATEWAY_TOKEN"}]}]
+    return {"providers": providers, "routes": routes, "teams": teams}
 
 
 def gateway_env(database_url: str, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
@@ -273,7 +258,7 @@ def prepare_database(env: dict[str, str], fake_url: str, read_timeout: float = 2
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=full_env, check=True,
                    timeout=300)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(CONFIG.format(fake=fake_url, read_timeout=read_timeout))
+        yaml.safe_dump(gateway_config(fake_url, read_timeout), handle)
     try:
         subprocess.run([sys.executable, "manage.py", "gateway", "import", handle.name, "--prune"], cwd=ROOT,
                        env=full_env, check=True, stdout=subprocess.DEVNULL, timeout=120)
