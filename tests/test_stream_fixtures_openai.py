@@ -38,7 +38,8 @@ from openai._models import construct_type
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from proxy.adapters.openai_chat import OpenAIChatDecoder, openai_finish
+from proxy.adapters.openai_chat import openai_finish
+from proxy.adapters.openai_upstream import OpenAIChatDecoder
 from proxy.canonical import (
     GatewayError,
     ReasoningDelta,

@@ -27,6 +27,7 @@ def upstream_adapter(kind: str) -> UpstreamAdapter:
 # Importing a wire-format module registers its adapters: one line per module (isort would merge them).
 # isort: off
 from proxy.adapters import openai_chat  # noqa: E402,F401  (registers itself)
+from proxy.adapters import openai_upstream  # noqa: E402,F401
 from proxy.adapters import openai_responses  # noqa: E402,F401
 from proxy.adapters import ollama  # noqa: E402,F401
 from proxy.adapters import anthropic  # noqa: E402,F401
