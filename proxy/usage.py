@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
 from accounts import budgets, pricing
@@ -25,9 +25,29 @@ log = logging.getLogger(__name__)
 BODY_BUFFER_MAX_BYTES = 64 * 1024 * 1024
 
 
+_TABLE = UsageRecord._meta.db_table
+_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+_ATTNAMES = [f.attname for f in _FIELDS]
+_COPY_SQL = f"COPY {_TABLE} (id, {', '.join(f.column for f in _FIELDS)}) FROM STDIN"
+_IDS_SQL = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
+
+
+def _insert(rows: list[UsageRecord]) -> None:
+    """COPY the batch in: several times cheaper than an INSERT built by the ORM, which at a few thousand
+    requests/s was a tenth of the gateway's CPU. Ids come from the table's sequence first, so the rows
+    carry their primary keys afterwards (the live request log links to them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_IDS_SQL, [_TABLE, len(rows)])
+        ids = [pk for (pk,) in cursor.fetchall()]
+        with cursor.cursor.copy(_COPY_SQL) as copy:
+            for pk, row in zip(ids, rows, strict=True):
+                row.pk = pk
+                copy.write_row([pk, *[getattr(row, name) for name in _ATTNAMES]])
+
+
 def _write(rows: list[UsageRecord]) -> None:
     pricing.apply_costs(rows)
-    UsageRecord.objects.bulk_create(rows, batch_size=1000)
+    _insert(rows)
     budgets.add_spend(rows)  # after the rows are stored: a rebuilt counter already includes them
 
 
