@@ -132,6 +132,11 @@ def _clean_token_fields(team: Team, fields: dict, *, current: GatewayToken | Non
     return fields
 
 
+def _check_value(value: str) -> None:
+    if len(value) < 20:
+        raise ValidationError({"value": "a gateway token must be at least 20 characters long"})
+
+
 def _may_mint_admin_tokens(actor) -> bool:
     # Admin tokens carry platform-admin rights on the management API: only a platform admin, or the
     # operator's own CLI / config import (no actor), may create one.
@@ -154,8 +159,7 @@ def issue_token(
 ) -> IssuedToken:
     """Create a token. `value` imports a known token; otherwise a new one is generated."""
     plaintext = value or generate_token()
-    if len(plaintext) < 20:
-        raise ValidationError({"value": "a gateway token must be at least 20 characters long"})
+    _check_value(plaintext)
     if is_admin and not _may_mint_admin_tokens(actor):
         raise ValidationError({"is_admin": "only a platform admin may create admin tokens"})
     fields = _clean_token_fields(
@@ -177,20 +181,52 @@ def issue_token(
 
 
 @transaction.atomic
-def update_token(token: GatewayToken, *, actor=None, actor_label: str = "", **fields) -> GatewayToken:
+def update_token(
+    token: GatewayToken,
+    *,
+    actor=None,
+    actor_label: str = "",
+    value: str | None = None,
+    source_ref: str | None = None,
+    is_admin: bool | None = None,
+    **fields,
+) -> GatewayToken:
+    """Change a token's settings within its team's ceilings. `value` replaces the token with a known one and
+    `source_ref` says where it came from (config import); `is_admin` is for platform admins and the operator."""
     unknown = set(fields) - set(TOKEN_FIELDS)
     if unknown:
         raise ValueError(f"not token fields: {', '.join(sorted(unknown))}")
     if token.revoked_at is not None:
         raise ValidationError("a revoked token cannot be changed")
+    if is_admin is not None and is_admin != token.is_admin and not _may_mint_admin_tokens(actor):
+        raise ValidationError({"is_admin": "only a platform admin may grant or withdraw admin rights"})
     fields = _clean_token_fields(token.team, dict(fields), current=token)
-    for name, value in fields.items():
-        setattr(token, name, value)
+    if is_admin is not None:
+        fields["is_admin"] = is_admin
+    if source_ref is not None:
+        fields["source_ref"] = source_ref
+    changed = sorted(fields)
+    if value is not None:
+        _check_value(value)
+        fields.update(prefix=token_prefix(value), digest=token_digest(value))
+    for name, field_value in fields.items():
+        setattr(token, name, field_value)
     token.save()
-    audit.record("token.update", token, actor=actor, actor_label=actor_label, team=token.team,
-                 details={"fields": sorted(fields)})
+    details: dict = {"fields": changed}
+    if value is not None:
+        details["value_changed"] = True
+    audit.record("token.update", token, actor=actor, actor_label=actor_label, team=token.team, details=details)
     announce_change()
     return token
+
+
+@transaction.atomic
+def delete_token(token: GatewayToken, *, actor=None, actor_label: str = "") -> None:
+    """Remove a token for good (config import with --prune); usage rows keep its plain id."""
+    audit.record("token.delete", token, actor=actor, actor_label=actor_label, team=token.team,
+                 details={"name": token.name})
+    token.delete()
+    announce_change()
 
 
 @transaction.atomic

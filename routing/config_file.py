@@ -6,31 +6,36 @@ path inside it (e.g. ``routes[2].targets[0].provider``) and what is wrong. Expor
 a credential comes out as the ``env:``/``file:`` reference it was imported from, or as ``<redacted>``.
 """
 
-import os
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 import yaml
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts import services as account_services
 from accounts.models import GatewayToken, Team
-from accounts.tokens import token_digest, token_prefix
+from accounts.tokens import normalise_ip_allowlist, token_digest
 from routing import services
+from routing.config_schema import (
+    CREDENTIAL_FIELDS,
+    PROVIDER_FIELDS,
+    REDACTED,
+    ROUTE_FIELDS,
+    TARGET_FIELDS,
+    TEAM_FIELDS,
+    TOKEN_FIELDS,
+    Checker,
+    ConfigError,
+    decimal_value,
+    load_file,
+    resolve_secret,
+)
 from routing.models import Credential, Provider, ProviderKind, Route, Strategy
 
-REDACTED = "<redacted>"
-
-
-class ConfigError(Exception):
-    def __init__(self, source: str, path: str, problem: str):
-        self.source, self.path, self.problem = source, path, problem
-        super().__init__(f"{source}: {path or '(top level)'}: {problem}")
-
+__all__ = ["REDACTED", "ConfigError", "ImportReport", "dump_yaml", "export_config", "import_config", "load_file"]
 
 @dataclass
 class ImportReport:
@@ -40,108 +45,8 @@ class ImportReport:
     issued_tokens: list[tuple[str, str]] = field(default_factory=list)  # (team/name, plaintext) to print once
 
 
-# --- a small schema checker that reports paths -----------------------------------------------------
-
-_INT, _NUM, _STR, _BOOL = "int", "number", "string", "bool"
-_PROVIDER_FIELDS = {
-    "name": _STR, "kind": _STR, "base_url": _STR, "extra_headers": dict, "connect_timeout": _NUM,
-    "read_timeout": _NUM, "enabled": _BOOL, "options": dict, "credentials": list,
-}
-_CREDENTIAL_FIELDS = {
-    "name": _STR, "secret": _STR, "max_inflight": _INT, "rpm": _INT, "tpm": _INT, "weight": _INT, "enabled": _BOOL,
-}
-_ROUTE_FIELDS = {
-    "model": _STR, "strategy": _STR, "priority": _INT, "enabled": _BOOL, "timeout": _NUM, "retry_budget": _INT,
-    "targets": list, "aliases": list, "fallbacks": list, "queue_timeout": _NUM, "log_bodies": _BOOL,
-}
-_TARGET_FIELDS = {"provider": _STR, "model": _STR, "weight": _INT, "tier": _INT}
-_TEAM_FIELDS = {
-    "name": _STR, "models": list, "rpm": _INT, "tpm": _INT, "max_concurrency": _INT, "monthly_budget_usd": _NUM,
-    "tokens": list,
-}
-_TOKEN_FIELDS = {
-    "name": _STR, "value": _STR, "models": list, "rpm": _INT, "tpm": _INT, "max_concurrency": _INT,
-    "budget_usd": _NUM, "expires_at": _STR, "admin": _BOOL, "allowed_ips": list,
-}
-
-
-def _type_ok(value: Any, expected) -> bool:
-    if expected == _INT:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    if expected == _NUM:
-        return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    if expected == _STR:
-        return isinstance(value, str)
-    if expected == _BOOL:
-        return isinstance(value, bool)
-    return isinstance(value, expected)
-
-
-_TYPE_NAMES = {dict: "a mapping", list: "a list", _INT: "a whole number >= 0", _NUM: "a number >= 0",
-               _STR: "a string", _BOOL: "true or false"}
-
-
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, problem: str):
-        raise ConfigError(self.source, path, problem)
-
-    def mapping(self, value: Any, path: str, fields: dict, required: tuple[str, ...]) -> dict:
-        if not isinstance(value, dict):
-            self.fail(path, "must be a mapping")
-        for key, item in value.items():
-            if key not in fields:
-                self.fail(f"{path}.{key}", f"unknown field (allowed: {', '.join(fields)})")
-            if item is not None and not _type_ok(item, fields[key]):
-                self.fail(f"{path}.{key}", f"must be {_TYPE_NAMES[fields[key]]}")
-        for key in required:
-            if value.get(key) in (None, ""):
-                self.fail(f"{path}.{key}", "is required")
-        return value
-
-    def items(self, value: Any, path: str) -> list:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(path, "must be a list")
-        return value
-
-
-def resolve_secret(raw: str, checker: _Checker, path: str) -> tuple[str | None, str]:
-    """Return (secret or None to keep the stored one, reference to remember for export)."""
-    if raw == REDACTED:
-        return None, ""
-    if raw.startswith("env:"):
-        name = raw[4:]
-        if not os.environ.get(name):
-            checker.fail(path, f"environment variable {name} is not set")
-        return os.environ[name], raw
-    if raw.startswith("file:"):
-        try:
-            return Path(raw[5:]).read_text().strip(), raw
-        except OSError as exc:
-            checker.fail(path, f"cannot read {raw[5:]}: {exc.strerror}")
-    return raw, ""
-
-
-def load_file(path: str) -> dict:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read file: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    return data if data is not None else {}
-
-
 def import_config(data: Any, *, source: str = "<config>", prune: bool = False, actor_label: str = "import") -> ImportReport:
-    checker = _Checker(source)
+    checker = Checker(source)
     checker.mapping(data, "", {"providers": list, "routes": list, "teams": list}, ())
     report = ImportReport()
     try:
@@ -150,9 +55,20 @@ def import_config(data: Any, *, source: str = "<config>", prune: bool = False, a
             _import_routes(data, checker, report, prune, actor_label)
             _import_teams(data, checker, report, prune, actor_label)
     except ValidationError as exc:
-        # Raised by a service below; the checker recorded where we were.
-        raise ConfigError(source, getattr(exc, "config_path", ""), "; ".join(exc.messages)) from exc
+        # Raised by a service below (the same rules as the dashboard and the API); `_with_path` noted where.
+        raise ConfigError(source, getattr(exc, "config_path", ""), _problem(exc)) from exc
     return report
+
+
+# Service field names that the file spells differently.
+_FILE_NAMES = {"allowed_models": "models", "is_admin": "admin"}
+
+
+def _problem(exc: ValidationError) -> str:
+    if not hasattr(exc, "error_dict"):
+        return "; ".join(exc.messages)
+    return "; ".join(message if name == NON_FIELD_ERRORS else f"{_FILE_NAMES.get(name, name)}: {message}"
+                     for name, messages in exc.message_dict.items() for message in messages)
 
 
 def _with_path(path: str, call, *args, **kwargs):
@@ -167,7 +83,7 @@ def _import_providers(data, checker, report, prune, actor_label):
     names = set()
     for i, raw in enumerate(checker.items(data.get("providers"), "providers")):
         path = f"providers[{i}]"
-        spec = checker.mapping(raw, path, _PROVIDER_FIELDS, ("name", "kind"))
+        spec = checker.mapping(raw, path, PROVIDER_FIELDS, ("name", "kind"))
         if spec["kind"] not in ProviderKind.values:
             checker.fail(f"{path}.kind", f"must be one of {', '.join(ProviderKind.values)}")
         if spec["name"] in names:
@@ -183,7 +99,7 @@ def _import_providers(data, checker, report, prune, actor_label):
         cred_names = {services.LOCAL_CREDENTIAL} if spec["kind"] == ProviderKind.LOCAL else set()
         for j, raw_cred in enumerate(checker.items(spec.get("credentials"), f"{path}.credentials")):
             cpath = f"{path}.credentials[{j}]"
-            cred = checker.mapping(raw_cred, cpath, _CREDENTIAL_FIELDS, ("name", "secret"))
+            cred = checker.mapping(raw_cred, cpath, CREDENTIAL_FIELDS, ("name", "secret"))
             cred_names.add(cred["name"])
             secret, ref = resolve_secret(cred["secret"], checker, f"{cpath}.secret")
             exists = Credential.objects.filter(provider=provider, name=cred["name"]).exists()
@@ -197,11 +113,11 @@ def _import_providers(data, checker, report, prune, actor_label):
         if prune:
             for stale in provider.credentials.exclude(name__in=cred_names):
                 report.deleted.append(f"credential {stale}")
-                stale.delete()
+                services.delete_credential(stale, actor_label=actor_label)
     if prune:
         for stale in Provider.objects.exclude(name__in=names):
             report.deleted.append(f"provider {stale.name}")
-            stale.delete()
+            services.delete_provider(stale, actor_label=actor_label)
 
 
 def _import_routes(data, checker, report, prune, actor_label):
@@ -209,7 +125,7 @@ def _import_routes(data, checker, report, prune, actor_label):
     linked: dict[str, list[tuple[str, str, list[str]]]] = {"aliases": [], "fallbacks": []}
     for i, raw in enumerate(checker.items(data.get("routes"), "routes")):
         path = f"routes[{i}]"
-        spec = checker.mapping(raw, path, _ROUTE_FIELDS, ("model", "targets"))
+        spec = checker.mapping(raw, path, ROUTE_FIELDS, ("model", "targets"))
         if spec.get("strategy") and spec["strategy"] not in Strategy.values:
             checker.fail(f"{path}.strategy", f"must be one of {', '.join(Strategy.values)}")
         if spec["model"] in models_seen:
@@ -218,7 +134,7 @@ def _import_routes(data, checker, report, prune, actor_label):
         targets = []
         for j, raw_target in enumerate(checker.items(spec["targets"], f"{path}.targets")):
             tpath = f"{path}.targets[{j}]"
-            target = checker.mapping(raw_target, tpath, _TARGET_FIELDS, ("provider",))
+            target = checker.mapping(raw_target, tpath, TARGET_FIELDS, ("provider",))
             provider = Provider.objects.filter(name=target["provider"]).first()
             if provider is None:
                 checker.fail(f"{tpath}.provider", f"no provider named {target['provider']!r}")
@@ -234,16 +150,16 @@ def _import_routes(data, checker, report, prune, actor_label):
         fields = {k: spec[k] for k in ("strategy", "priority", "enabled", "timeout", "retry_budget", "aliases",
                                        "fallbacks", "queue_timeout", "log_bodies") if k in spec}
         existed = Route.objects.filter(model=spec["model"]).exists()
-        services.save_route(spec["model"], targets, actor_label=actor_label, **fields)
+        _with_path(path, services.save_route, spec["model"], targets, actor_label=actor_label, **fields)
         (report.updated if existed else report.created).append(f"route {spec['model']}")
     if prune:
         for stale in Route.objects.exclude(model__in=models_seen):
             report.deleted.append(f"route {stale.model}")
-            stale.delete()
+            services.delete_route(stale, actor_label=actor_label)
     _check_route_links(linked, checker)
 
 
-def _check_route_links(linked: dict, checker: "_Checker") -> None:
+def _check_route_links(linked: dict, checker: "Checker") -> None:
     """Once every route is saved: fallbacks name existing routes, aliases never shadow one."""
     stored = set(Route.objects.values_list("model", flat=True))
     owners: dict[str, str] = {}
@@ -261,45 +177,43 @@ def _check_route_links(linked: dict, checker: "_Checker") -> None:
                 checker.fail(f"{path}.fallbacks[{j}]", f"no route named {name!r}")
 
 
-def _decimal(value, checker, path):
-    if value is None:
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        checker.fail(path, "must be a number")
-
-
 def _import_teams(data, checker, report, prune, actor_label):
     team_names = set()
     for i, raw in enumerate(checker.items(data.get("teams"), "teams")):
         path = f"teams[{i}]"
-        spec = checker.mapping(raw, path, _TEAM_FIELDS, ("name",))
+        spec = checker.mapping(raw, path, TEAM_FIELDS, ("name",))
         team_names.add(spec["name"])
         limits = {k: spec.get(k) for k in ("rpm", "tpm", "max_concurrency")}
         limits["allowed_models"] = spec.get("models") or ["*"]
-        limits["monthly_budget_usd"] = _decimal(spec.get("monthly_budget_usd"), checker, f"{path}.monthly_budget_usd")
+        limits["monthly_budget_usd"] = decimal_value(spec.get("monthly_budget_usd"), checker, f"{path}.monthly_budget_usd")
         team = Team.objects.filter(name=spec["name"]).first()
         if team is None:
-            team = account_services.create_team(spec["name"], actor_label=actor_label, **limits)
+            team = _with_path(path, account_services.create_team, spec["name"], actor_label=actor_label, **limits)
             report.created.append(f"team {team.name}")
         else:
-            Team.objects.filter(pk=team.pk).update(**limits)
+            changed = _changed(team, limits)
+            if changed:
+                _with_path(path, account_services.update_team, team, actor_label=actor_label, **changed)
             report.updated.append(f"team {team.name}")
         token_names = set()
         for j, raw_token in enumerate(checker.items(spec.get("tokens"), f"{path}.tokens")):
             tpath = f"{path}.tokens[{j}]"
-            tok = checker.mapping(raw_token, tpath, _TOKEN_FIELDS, ("name",))
+            tok = checker.mapping(raw_token, tpath, TOKEN_FIELDS, ("name",))
             token_names.add(tok["name"])
             _import_token(team, tok, checker, tpath, report, actor_label)
         if prune:
             for stale in team.tokens.exclude(name__in=token_names):
                 report.deleted.append(f"token {team.name}/{stale.name}")
-                stale.delete()
+                account_services.delete_token(stale, actor_label=actor_label)
     if prune:
         for stale in Team.objects.exclude(name__in=team_names):
             report.deleted.append(f"team {stale.name}")
-            stale.delete()
+            account_services.delete_team(stale, actor_label=actor_label)
+
+
+def _changed(current, fields: dict) -> dict:
+    """The fields whose value differs from what is stored, so an unchanged re-import writes (and audits) nothing."""
+    return {name: value for name, value in fields.items() if getattr(current, name) != value}
 
 
 def _import_token(team, tok, checker, path, report, actor_label):
@@ -313,26 +227,39 @@ def _import_token(team, tok, checker, path, report, actor_label):
         expires_at = parse_datetime(tok["expires_at"])
         if expires_at is None:
             checker.fail(f"{path}.expires_at", "must be an ISO 8601 date-time")
+        if timezone.is_naive(expires_at):
+            expires_at = timezone.make_aware(expires_at)
     fields = {
         "allowed_models": tok.get("models") or [],
         "rpm": tok.get("rpm"),
         "tpm": tok.get("tpm"),
         "max_concurrency": tok.get("max_concurrency"),
-        "budget_usd": _decimal(tok.get("budget_usd"), checker, f"{path}.budget_usd"),
+        "budget_usd": decimal_value(tok.get("budget_usd"), checker, f"{path}.budget_usd"),
         "allowed_ips": tok.get("allowed_ips") or [],
-        "is_admin": bool(tok.get("admin", False)),
         "expires_at": expires_at,
     }
+    is_admin = bool(tok.get("admin", False))
     existing = GatewayToken.objects.filter(team=team, name=tok["name"]).first()
     if existing is None:
-        issued = account_services.issue_token(team, tok["name"], value=value, source_ref=ref, actor_label=actor_label, **fields)
+        issued = _with_path(path, account_services.issue_token, team, tok["name"], value=value, source_ref=ref,
+                            is_admin=is_admin, actor_label=actor_label, **fields)
         report.created.append(f"token {team.name}/{tok['name']}")
         if value is None:
             report.issued_tokens.append((f"{team.name}/{tok['name']}", issued.plaintext))
         return
-    if value is not None:
-        fields.update(prefix=token_prefix(value), digest=token_digest(value), source_ref=ref)
-    GatewayToken.objects.filter(pk=existing.pk).update(**fields)
+    try:  # compare addresses as stored; a bad entry is left for the service to report
+        fields["allowed_ips"] = normalise_ip_allowlist(fields["allowed_ips"])
+    except ValueError:
+        pass
+    changed = _changed(existing, fields)
+    if value is not None and token_digest(value) != existing.digest:
+        changed["value"] = value
+    if value is not None and ref != existing.source_ref:
+        changed["source_ref"] = ref
+    if is_admin != existing.is_admin:
+        changed["is_admin"] = is_admin
+    if changed:
+        _with_path(path, account_services.update_token, existing, actor_label=actor_label, **changed)
     report.updated.append(f"token {team.name}/{tok['name']}")
 
 
