@@ -1,7 +1,8 @@
 """Usage recording off the request path: rows are buffered in memory and written in batches.
 
 A slow or briefly unavailable database never slows the proxy: the buffer keeps rows (up to
-DS2API_USAGE_BUFFER_MAX) and the flusher retries. `flush()` runs at shutdown. Stored bodies of routes
+DS2API_USAGE_BUFFER_MAX) and the flusher retries. `flush()` runs at shutdown. Each batch also stamps the
+tokens it saw with their last use (one UPDATE per batch, never one per request). Stored bodies of routes
 with `log_bodies` (proxy/stored_bodies.py) ride along in a sibling buffer, written after their usage rows.
 """
 
@@ -10,9 +11,11 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts import budgets, pricing
+from accounts.models import GatewayToken
 from proxy import live_feed, stored_bodies
 from proxy.db import run_db
 from proxy.models import UsageRecord
@@ -49,6 +52,20 @@ def _write(rows: list[UsageRecord]) -> None:
     pricing.apply_costs(rows)
     _insert(rows)
     budgets.add_spend(rows)  # after the rows are stored: a rebuilt counter already includes them
+    try:
+        _mark_tokens_used(rows)
+    except DatabaseError as exc:  # the rows are stored: raising would make the flusher write them twice
+        log.warning("could not record tokens' last use (%s)", exc)
+
+
+def _mark_tokens_used(rows: list[UsageRecord]) -> None:
+    """Stamp every token of the batch with the batch's latest request time, in one UPDATE (never backwards)."""
+    token_ids = {row.token_id for row in rows if row.token_id is not None}
+    if not token_ids:
+        return
+    latest = max(row.created_at for row in rows)
+    GatewayToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=latest), pk__in=token_ids).update(
+        last_used_at=latest)
 
 
 class UsageRecorder:
