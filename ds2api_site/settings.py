@@ -155,6 +155,8 @@ DS2API_ALLOW_PRIVATE_UPSTREAMS = env_bool("DS2API_ALLOW_PRIVATE_UPSTREAMS", Fals
 DS2API_MAX_BODY_BYTES = env_int("DS2API_MAX_BODY_BYTES", 20 * 1024 * 1024)
 # Failed gateway-token authentications per client address and minute before it gets 429 (0: no throttle).
 DS2API_AUTH_MAX_FAILURES = env_int("DS2API_AUTH_MAX_FAILURES", 30)
+# Largest non-streamed answer read from a provider (bytes); beyond it the answer counts as a failure (502).
+DS2API_MAX_RESPONSE_BYTES = env_int("DS2API_MAX_RESPONSE_BYTES", 64 * 1024 * 1024)
 # Largest image the gateway downloads from a client's image URL (for local models; larger: 400).
 DS2API_IMAGE_MAX_BYTES = env_int("DS2API_IMAGE_MAX_BYTES", 20 * 1024 * 1024)
 # Seconds between safety-net reloads of the in-process config snapshot (changes also arrive via pub/sub).

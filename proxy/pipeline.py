@@ -52,7 +52,7 @@ from proxy.redact import scrub_error
 from proxy.relay import SHUTTING_DOWN, FailedBeforeFirstByte, decoded, relay, send_result
 from proxy.runtime import Runtime
 from proxy.stored_bodies import BodyCapture
-from proxy.upstream import header_dict
+from proxy.upstream import header_dict, read_capped
 from routing.limits import Lease, Settlement
 from routing.ratelimit_headers import parse_headers
 from routing.selector import Candidate
@@ -240,12 +240,12 @@ class Pipeline:
                     if response.status < 400:
                         raise redirected(response.status, provider.name)
                     err = scrub_error(adapter.parse_error(response.status, header_dict(response),
-                                                          await response.read()), credential.secret)
+                                                          await read_capped(response)), credential.secret)
                     raise refusal(response.status, err, headroom, provider.name)
                 verdict = "ok"
                 if not request.stream:
                     try:
-                        result = adapter.parse_response(await response.read(), request)
+                        result = adapter.parse_response(await read_capped(response), request)
                     except GatewayError as err:
                         raise unreadable(err) from None
                     await send_result(send, protocol, request, result, headers, outcome)

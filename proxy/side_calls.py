@@ -28,7 +28,7 @@ from proxy.canonical import GatewayError, Usage
 from proxy.outcome import Outcome
 from proxy.pipeline import Pipeline, begin_attempt, route_headers
 from proxy.redact import scrub_error
-from proxy.upstream import header_dict
+from proxy.upstream import header_dict, read_capped
 from routing.limits import Lease, Settlement
 from routing.ratelimit_headers import parse_headers
 from routing.selector import Candidate
@@ -115,7 +115,7 @@ class SidePipeline(Pipeline):
                     headroom = parse_headers(response.headers)
                     if 300 <= response.status < 400:
                         raise redirected(response.status, provider.name)
-                    body = await response.read()
+                    body = await read_capped(response)
                     if response.status >= 400:
                         err = scrub_error(call.parse_error(provider.kind, response.status, header_dict(response),
                                                            body), candidate.credential.secret)

@@ -8,8 +8,10 @@ provider cannot bounce the gateway to an internal address.
 import asyncio
 
 import aiohttp
+from django.conf import settings
 
 from proxy.adapters.base import UpstreamRequest
+from proxy.canonical import GatewayError
 from proxy.ssrf import GuardedResolver, UpstreamRefused, refused_literal
 
 
@@ -44,6 +46,29 @@ class UpstreamClient:
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+async def read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """A non-streamed answer, read whole (it is translated as one JSON document) but never more than
+    DS2API_MAX_RESPONSE_BYTES: a hostile or broken provider cannot make a worker hold an endless body."""
+    limit = settings.DS2API_MAX_RESPONSE_BYTES
+    length = response.content_length
+    if length is not None and length <= limit:
+        return await response.read()  # the common case: the length is known and fine
+    if length is not None:
+        raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(limit: int) -> GatewayError:
+    return GatewayError("upstream", f"the provider's answer exceeds DS2API_MAX_RESPONSE_BYTES ({limit} bytes)",
+                        status=502)
 
 
 def header_dict(response: aiohttp.ClientResponse) -> dict[str, str]:

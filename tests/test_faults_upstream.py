@@ -304,3 +304,17 @@ def test_embeddings_fail_over_like_generation(fake, gateway, pair, mode):
         assert response.status_code == 200, response.text
         assert response.json()["data"][0]["embedding"]
     assert {r.status for r in rows_after(3)} == {200}
+
+
+def test_an_endless_plain_answer_is_cut_off_at_the_response_limit(fake, gateway, pair, settings):
+    settings.DS2API_MAX_RESPONSE_BYTES = 100_000
+    fake.state.add_fault(KEY_A, "huge", size=500_000)  # A answers far more than the limit; B answers normally
+    for i in range(3):
+        response = post(gateway, pair.token, chat(f"capped {i}"))
+        assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == f"echo: capped {i}"
+    fake.state.add_fault("*", "huge", size=500_000)
+    error = assert_openai_error(post(gateway, pair.token, chat("too big")), 502)
+    assert "DS2API_MAX_RESPONSE_BYTES" in error["message"]
+    settings.DS2API_MAX_RESPONSE_BYTES = 1_000_000  # the same answer under a higher limit arrives whole
+    whole = post(gateway, pair.token, chat("fits"))
+    assert len(whole.json()["choices"][0]["message"]["content"]) == 500_000
