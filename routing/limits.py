@@ -11,6 +11,7 @@ reports it on /readyz and switches back by itself once Redis answers again.
 """
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import uuid
@@ -21,12 +22,14 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from routing.ratelimit_headers import Headroom
 
 log = logging.getLogger(__name__)
 
 SCRIPT = (Path(__file__).parent / "limits.lua").read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 (the script's name in Redis, not a secret)
 RECHECK_SECONDS = 2.0
 
 
@@ -142,7 +145,6 @@ class Limits:
         self.hooks = _Hooks()
         self.degraded = False
         self._client: aioredis.Redis | None = None
-        self._script = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Settlement] = []
         self._live: dict[str, Lease] = {}
@@ -221,9 +223,17 @@ class Limits:
             timeout = setting("DS2API_REDIS_TIMEOUT", 0.5)
             self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=timeout,
                                                    socket_connect_timeout=timeout)
-            self._script = self._client.register_script(SCRIPT)
             self._loop = loop
-        return self._script
+        return self._client
+
+    async def _eval(self, arg: bytes):
+        """EVALSHA directly (redis-py's Script wrapper costs a runtime Protocol check per call), loading the
+        script on the first call and after a Redis restart."""
+        client = self._redis()
+        try:
+            return await client.evalsha(SCRIPT_SHA, 0, arg)
+        except NoScriptError:
+            return await client.eval(SCRIPT, 0, arg)
 
     async def _call(self, payload: dict) -> dict | None:
         """One script call carrying every pending settlement. None when Redis failed (now degraded)."""
@@ -231,7 +241,7 @@ class Limits:
         payload.update(p=key_prefix(), ttl=self._ttl(), cd=self._cooldown(),
                        settle=[s.wire() for s in settlements])
         try:
-            raw = await self._redis()(args=[orjson.dumps(payload)])
+            raw = await self._eval(orjson.dumps(payload))
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             self._degrade(exc)
             return None
@@ -292,7 +302,7 @@ class Limits:
         while True:
             await asyncio.sleep(RECHECK_SECONDS)
             try:
-                await self._redis().registered_client.ping()
+                await self._redis().ping()
             except (aioredis.RedisError, OSError, TimeoutError):
                 continue
             self.degraded = False
