@@ -27,7 +27,7 @@ from routing import health, probes
 from routing.keyring import KeyRingError
 from routing.models import Credential, HealthStatus, ProviderKind
 from routing.services import reveal_secret
-from routing.validators import validate_base_url
+from routing.validators import check_dialled_host, validate_base_url
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def probe_cheaply(credential: Credential, *, timeout: float = 15.0) -> probes.Pr
     try:
         secret = reveal_secret(credential)
         base_url = validate_base_url(provider.base_url)  # again: DNS may have changed since it was saved
+        check_dialled_host(base_url)  # metadata, or private while not allowed, by what the name resolves to now
     except KeyRingError:
         return probes.ProbeResult(credential.pk, False, None, 0, "the stored key cannot be decrypted", "")
     except ValidationError as exc:

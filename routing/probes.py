@@ -23,7 +23,7 @@ from proxy.canonical import CanonicalRequest, GatewayError, Message, TextPart
 from routing.keyring import KeyRingError
 from routing.models import Credential, Provider, RouteTarget
 from routing.services import reveal_secret
-from routing.validators import validate_base_url
+from routing.validators import check_dialled_host, validate_base_url
 
 DEFAULT_PROBE_MODELS = {
     "openai": "gpt-4o-mini",
@@ -89,6 +89,7 @@ def probe_credential(credential: Credential, *, model: str | None = None, timeou
     request = CanonicalRequest(model=model, messages=[Message("user", [TextPart("ping")])], max_tokens=1)
     try:
         base_url = validate_base_url(provider.base_url)  # again: DNS may have changed since it was saved
+        check_dialled_host(base_url)  # metadata, or private while not allowed, by what the name resolves to now
         upstream = adapter.build_request(request, upstream_model=model, base_url=base_url.rstrip("/"),
                                          secret=secret, extra_headers=dict(provider.extra_headers or {}))
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=provider.connect_timeout or

@@ -45,6 +45,25 @@ def resolve_addresses(host: str) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
+def check_dialled_host(url: str, *, allow_private: bool | None = None) -> None:
+    """Refuse a URL whose host resolves, right now, to an address the policy refuses (metadata always).
+
+    For synchronous clients (the health probes) that cannot use the proxy's connect-time resolver
+    (proxy/ssrf.py); a name that does not resolve is left for the HTTP client to fail on.
+    """
+    if allow_private is None:
+        allow_private = settings.DS2API_ALLOW_PRIVATE_UPSTREAMS
+    host = (urlsplit(url).hostname or "").lower()
+    try:
+        addresses = resolve_addresses(host)
+    except ValidationError:
+        return
+    for address in addresses:
+        reason = refusal(address, allow_private)
+        if reason:
+            raise ValidationError(f"host {host!r} resolves to {reason} ({address}); the gateway does not connect there")
+
+
 def _literal(host: str) -> list[str]:
     try:
         return [ipaddress.ip_address(host).compressed]

@@ -357,3 +357,19 @@ def test_the_throttle_can_be_turned_off(fake, gateway, settings):
     for _ in range(8):
         assert chat(gateway, "ds2-wrong", **{"x-forwarded-for": address}).status_code == 401
     assert chat(gateway, setup.token, **{"x-forwarded-for": address}).status_code == 200
+
+
+def test_health_probes_never_dial_metadata_either(fake, gateway, fake_dns):
+    from routing.health_probe import probe_cheaply
+    from routing.probes import probe_credential
+
+    setup = make_setup(fake.url)
+    name = unique_name("probe-meta")
+    fake_dns[name] = "169.254.169.254"
+    services.save_provider(setup.provider.name, kind="openai", base_url=f"http://{name}:{fake.port}/v1")
+    credential = setup.credentials[0]
+    credential.refresh_from_db()
+    for result in (probe_cheaply(credential, timeout=5), probe_credential(credential, timeout=5)):
+        assert not result.ok and "cloud metadata" in result.message
+    fake_dns[name] = "127.0.0.1"  # the same name pointing at the fake: the probe reaches it
+    assert probe_cheaply(credential, timeout=5).ok
