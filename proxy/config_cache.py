@@ -9,12 +9,12 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio as aioredis
 from django.conf import settings
 
 from proxy.canonical import GatewayError
 from proxy.db import run_db
 from routing.config_events import channel_name, local_generation
+from routing.pubsub import follow
 from routing.snapshot import EMPTY, Snapshot, build_snapshot
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class ConfigCache:
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self._reload())
         if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            self._listener = asyncio.get_running_loop().create_task(
+                follow(channel_name(), self._changed, on_subscribed=self._changed_maybe, name="config change listener"))
         return self._reloading
 
     async def _reload(self) -> None:
@@ -70,26 +71,11 @@ class ConfigCache:
                 raise GatewayError("overloaded", "the gateway cannot read its configuration yet; retry shortly") from exc
             log.exception("config reload failed; serving the previous snapshot")
 
-    async def _listen(self) -> None:
-        delay = 1.0
-        while True:
-            client = aioredis.Redis.from_url(settings.REDIS_URL)
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(channel_name())
-                    delay = 1.0
-                    self._remote_dirty = True  # we may have missed announcements while disconnected
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._remote_dirty = True
-            except asyncio.CancelledError:
-                raise
-            except (aioredis.RedisError, OSError) as exc:
-                log.warning("config change listener lost Redis (%s); retrying in %.0fs", exc, delay)
-            finally:
-                await client.aclose()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    async def _changed(self, data: bytes) -> None:
+        self._remote_dirty = True
+
+    def _changed_maybe(self) -> None:
+        self._remote_dirty = True  # (re)subscribed: announcements made while we were not listening are lost
 
     async def close(self) -> None:
         for task in (self._listener, self._reloading):

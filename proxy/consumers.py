@@ -1,26 +1,28 @@
 """The dashboard's live websocket: forwards typed messages the signed-in user may see.
 
 A platform admin joins the admin group (totals across teams, per-credential breakdowns) and follows
-credential health; everyone else joins one group per team they belong to. Scoping is decided here, once,
-at connect time; `proxy.live_feed` only ever sends a team's data to that team's group.
+credential health; everyone else joins one group per team they belong to. Scoping is decided here at
+connect time, and re-checked every ACCESS_RECHECK_SECONDS: a user who lost that access (removed from a team,
+no longer an admin, deactivated) is disconnected with 4403, and the page's reconnect gets the new scope.
+`proxy.live_feed` only ever sends a team's data to that team's group.
 """
 
 import asyncio
 import contextlib
-import logging
+from collections.abc import Awaitable, Callable, Iterable
 
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from accounts.models import Membership
 from proxy.live_feed import GROUP_ADMIN, health_channel, health_ids, health_message, team_group
+from routing.pubsub import follow
 
-log = logging.getLogger(__name__)
-
-# Application close code (4000-4999): the socket was refused because nobody is signed in.
+# Application close codes (4000-4999): nobody is signed in; the user lost access to what the socket carries.
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+ACCESS_RECHECK_SECONDS = 30.0
 # Health changes arrive in bursts (a 429 storm cools many keys at once): gather them for a moment and
 # re-read the tiles once.
 HEALTH_COALESCE_SECONDS = 0.2
@@ -29,19 +31,52 @@ HEALTH_COALESCE_SECONDS = 0.2
 BUSY_REFRESH_SECONDS = 1.0
 
 
-@database_sync_to_async
-def _scope_for(user) -> tuple[bool, list[int]]:
+def _scope_of(user) -> tuple[bool, list[int]]:
     if user.is_superuser:
         return True, []
     return False, list(Membership.objects.filter(user=user).values_list("team_id", flat=True))
 
 
+@database_sync_to_async
+def _scope_for(user) -> tuple[bool, list[int]]:
+    return _scope_of(user)
+
+
+@database_sync_to_async
+def _still_allowed(user_id: int, is_admin: bool, team_ids: list[int]) -> bool:
+    """Whether the user may still see everything the socket joined at connect."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return False
+    now_admin, now_teams = _scope_of(user)
+    return now_admin if is_admin else now_admin or set(team_ids) <= set(now_teams)
+
+
+class _TileRefresh:
+    """Credential ids collected for a while, then their tiles re-read and sent once."""
+
+    def __init__(self, delay: float, send: Callable[[list[int]], Awaitable[None]]) -> None:
+        self.delay, self.send = delay, send
+        self.ids: set[int] = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, ids: Iterable[int]) -> None:
+        self.ids.update(ids)
+        if self.ids and (self.task is None or self.task.done()):
+            self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self.delay)
+        ids, self.ids = sorted(self.ids), set()
+        await self.send(ids)
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.joined: list[str] = []
-        self.health_task: asyncio.Task | None = None
-        self.busy_ids: set[int] = set()
-        self.busy_task: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task | None] = []
+        self.health = _TileRefresh(HEALTH_COALESCE_SECONDS, self._send_tiles)
+        self.busy = _TileRefresh(BUSY_REFRESH_SECONDS, self._send_tiles)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -52,18 +87,20 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "hello", "admin": is_admin, "teams": team_ids})
+        self.tasks.append(asyncio.create_task(self._recheck_access(user.pk, is_admin, team_ids)))
         if is_admin:
             ready = asyncio.Event()
-            self.health_task = asyncio.create_task(self._follow_health(ready))
-            try:
-                await asyncio.wait_for(ready.wait(), 5)
-            except TimeoutError:
-                pass  # the first snapshot below still arrives; later changes once Redis answers
+            self.tasks.append(asyncio.create_task(follow(
+                health_channel(), self._health_changed, on_subscribed=ready.set,
+                on_lost=ready.set,  # the page still works, without live health, while Redis is away
+                name="live health feed")))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), 5)  # else the snapshot below still arrives
             await self.send_json(await database_sync_to_async(health_message)())
 
     async def disconnect(self, code: int) -> None:
-        for task in (self.health_task, self.busy_task):
-            if task is not None:
+        for task in (*self.tasks, self.health.task, self.busy.task):
+            if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -78,39 +115,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         for payload in event["payloads"]:
             await self.send_json(payload)
             if payload.get("by_credential"):
-                self.busy_ids.update(int(i) for i in payload["by_credential"])
-                if self.busy_task is None or self.busy_task.done():
-                    self.busy_task = asyncio.create_task(self._refresh_busy())
+                self.busy.add(int(i) for i in payload["by_credential"])
 
-    async def _refresh_busy(self) -> None:
-        await asyncio.sleep(BUSY_REFRESH_SECONDS)
-        ids, self.busy_ids = sorted(self.busy_ids), set()
+    async def _health_changed(self, data: bytes) -> None:
+        self.health.add(health_ids(data))
+
+    async def _send_tiles(self, ids: list[int]) -> None:
         await self.send_json(await database_sync_to_async(health_message)(ids))
 
-    async def _follow_health(self, ready: asyncio.Event) -> None:
-        """Forward credential health changes, re-reading the tiles they name, until the socket closes."""
-        delay = 1.0
+    async def _recheck_access(self, user_id: int, is_admin: bool, team_ids: list[int]) -> None:
         while True:
-            client = aioredis.Redis.from_url(settings.REDIS_URL)
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(health_channel())
-                    ready.set()
-                    delay = 1.0
-                    while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                        if message is None:
-                            continue
-                        ids = set(health_ids(message["data"]))
-                        await asyncio.sleep(HEALTH_COALESCE_SECONDS)
-                        while (more := await pubsub.get_message(ignore_subscribe_messages=True)) is not None:
-                            ids.update(health_ids(more["data"]))
-                        if ids:
-                            await self.send_json(await database_sync_to_async(health_message)(sorted(ids)))
-            except (aioredis.RedisError, OSError) as exc:
-                ready.set()  # the page still works, without live health, while Redis is away
-                log.warning("live health feed lost Redis (%s); retrying in %.0fs", exc, delay)
-            finally:
-                await client.aclose()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await asyncio.sleep(ACCESS_RECHECK_SECONDS)
+            if not await _still_allowed(user_id, is_admin, team_ids):
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
