@@ -15,10 +15,8 @@ from accounts.forms import AuditFilterForm
 from accounts.page_access import access_for
 from accounts.permissions import READ_AUDIT
 from accounts.selectors import audit_events_for, team_budget, teams_for
-from proxy.local_models import status as local_model_status
 from proxy.selectors import UsageQuery, usage_breakdown, usage_series, usage_totals, window_stats
 from routing.health_tiles import credential_tiles
-from routing.models import Provider, ProviderKind
 
 AUDIT_PAGE_SIZE = 50
 
@@ -73,20 +71,17 @@ def overview(request: HttpRequest) -> HttpResponse:
         five = window_stats(_scope(request.user, now - timedelta(minutes=5), None))
     else:
         hour = minute = five = None
-    tiles, local_models = [], []
+    tiles = []
     if access.is_platform_admin:
         per_credential = dict(usage_breakdown(UsageQuery(start=now - timedelta(hours=1), end=now), "credential"))
         tiles = [{**tile, "requests_1h": per_credential[tile["id"]].requests if tile["id"] in per_credential else 0}
                  for tile in credential_tiles()]
-        local_models = [{"provider": p, "state": local_model_status(p.pk)}
-                        for p in Provider.objects.filter(kind=ProviderKind.LOCAL).order_by("name")]
     teams = [{"team": t, "budget": team_budget(t)} for t in teams_for(request.user)[:50]]
     context = {
         "hour": hour,
         "minute": minute,
         "five": five,
         "tiles": tiles,
-        "local_models": local_models,
         "teams": teams,
         "access": access,
         "seed": {

@@ -4,12 +4,15 @@ A thin layer over `routing.selectors.credential_health` (the routing layer's tru
 database mirror) shared by the overview page's first render and the live feed, so a tile looks the same
 whether the server rendered it or a websocket message patched it. Values are plain JSON (times as epoch
 seconds) because they travel over the channel layer, and a secret appears only as its masked last four.
+A local provider's credential tile also carries its model's state in this process (`local`: loaded or not,
+memory, tokens/s), from `proxy.local_models.status`, which never loads a model or imports torch.
 """
 
 from collections.abc import Iterable
 from datetime import datetime
 
-from routing.models import Credential
+from proxy.local_models import status as local_model_status
+from routing.models import Credential, ProviderKind
 from routing.selectors import credential_health
 
 DISABLED = "disabled"
@@ -24,12 +27,16 @@ def _epoch(value) -> float | None:
 def credential_tiles(credential_ids: Iterable[int] | None = None) -> list[dict]:
     ids = list(credential_ids) if credential_ids is not None else None
     health = credential_health(ids)
-    providers = dict(
-        Credential.objects.filter(pk__in=[h["credential_id"] for h in health]).values_list("pk", "provider__enabled")
-    )
+    providers = {
+        pk: (enabled, provider_id if kind == ProviderKind.LOCAL else None)
+        for pk, enabled, provider_id, kind in Credential.objects.filter(
+            pk__in=[h["credential_id"] for h in health]).values_list("pk", "provider__enabled", "provider_id",
+                                                                       "provider__kind")
+    }
     tiles = []
     for h in health:
-        enabled = bool(h.get("enabled")) and providers.get(h["credential_id"], True)
+        provider_enabled, local_provider = providers.get(h["credential_id"], (True, None))
+        enabled = bool(h.get("enabled")) and provider_enabled
         tiles.append(
             {
                 "id": h["credential_id"],
@@ -48,6 +55,13 @@ def credential_tiles(credential_ids: Iterable[int] | None = None) -> list[dict]:
                 "remaining_tokens": h.get("remaining_tokens"),
                 "limit_tokens": h.get("limit_tokens"),
                 "live": bool(h.get("live")),
+                "local": _local_state(local_provider) if local_provider is not None else None,
             }
         )
     return tiles
+
+
+def _local_state(provider_id: int) -> dict:
+    state = local_model_status(provider_id)
+    return {"provider_id": provider_id, "loaded": bool(state.get("loaded")), "loading": bool(state.get("loading")),
+            "memory_bytes": int(state.get("memory_bytes") or 0), "tokens_per_s": state.get("tokens_per_s")}

@@ -281,7 +281,8 @@ def test_a_successful_sign_in_clears_the_failure_count(db, settings, fresh_throt
 def test_overview_shows_a_local_model_tile_to_platform_admins(world):
     from routing.models import Provider
 
-    Provider.objects.create(name="smol", kind="local", options={"model": "smollm2"})
+    provider = Provider.objects.create(name="smol", kind="local", options={"model": "smollm2"})
+    services.save_credential(provider, services.LOCAL_CREDENTIAL, secret="in-process")  # as save_provider does
     html = signed_in(world.user("superuser")).get("/").content.decode()
     assert 'data-local-provider="' in html and "not loaded" in html
     assert "data-local-provider" not in signed_in(world.user("owner")).get("/").content.decode()

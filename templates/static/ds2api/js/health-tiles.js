@@ -1,6 +1,6 @@
-// Credential health tiles: "health" messages patch status, in-flight, headroom and last error; the
-// per-credential request counts of "counters" messages bump each tile's hourly count; a cooling tile
-// counts down to the end of its cooldown.
+// Credential health tiles: "health" messages patch status, in-flight, headroom, last error and a local
+// model's state; the per-credential request counts of "counters" messages bump each tile's hourly count; a
+// cooling tile counts down to the end of its cooldown.
 (function () {
   "use strict";
   var STATUSES = ["ok", "cooling", "invalid", "disabled"];
@@ -11,6 +11,12 @@
     if (node) node.textContent = text;
   }
   function orDash(v) { return v === null || v === undefined ? "—" : String(v); }
+  function bytes(n) {  // as Django's filesizeformat renders it on the first paint
+    if (!n) return "0\u00a0bytes";
+    var units = ["bytes", "KB", "MB", "GB", "TB"], i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : String(n)) + "\u00a0" + units[i];
+  }
 
   function countdown(el) {
     var until = parseFloat(el.dataset.until || "");
@@ -33,6 +39,11 @@
       set(el, "remaining_requests", orDash(c.remaining_requests) + (c.limit_requests ? " / " + c.limit_requests : ""));
       set(el, "remaining_tokens", orDash(c.remaining_tokens) + (c.limit_tokens ? " / " + c.limit_tokens : ""));
       set(el, "last_error", c.last_error || "");
+      if (c.local) {
+        set(el, "local_state", c.local.loaded ? "loaded" : c.local.loading ? "loading" : "not loaded");
+        set(el, "local_memory", bytes(c.local.memory_bytes));
+        set(el, "local_tokens_per_s", orDash(c.local.tokens_per_s));
+      }
       countdown(el);
     });
   });
