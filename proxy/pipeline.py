@@ -247,13 +247,14 @@ class Pipeline:
                     try:
                         result = adapter.parse_response(await read_capped(response), request)
                     except GatewayError as err:
-                        raise unreadable(err) from None
+                        raise unreadable(scrub_error(err, credential.secret)) from None
                     await send_result(send, protocol, request, result, headers, outcome)
                     self._observe(candidate, started)
                     return True
                 try:
                     await relay(receive, send, protocol, call, request,
-                                decoded(response, adapter.stream_decoder(request)), headers, outcome, started)
+                                decoded(response, adapter.stream_decoder(request), credential.secret), headers, outcome,
+                                started)
                 except FailedBeforeFirstByte as failed:
                     raise Retry(failed.error, note=f"stream failed: {failed.error.message}") from None
                 if outcome.stream_failed:

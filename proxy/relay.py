@@ -25,6 +25,7 @@ from proxy.canonical import (
     ToolCallDelta,
     ToolCallStart,
 )
+from proxy.redact import scrub_error
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,14 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
     await send({"type": "http.response.body", "body": b""})
 
 
-async def decoded(response: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[list]:
-    async for chunk in response.content.iter_any():
-        yield decoder.feed(chunk)
-    yield decoder.close()
+async def decoded(response: aiohttp.ClientResponse, decoder: StreamDecoder, secret: str = "") -> AsyncIterator[list]:
+    """Canonical event batches from a provider's stream; an error event it sends has the key scrubbed."""
+    try:
+        async for chunk in response.content.iter_any():
+            yield decoder.feed(chunk)
+        yield decoder.close()
+    except GatewayError as err:
+        raise scrub_error(err, secret) from None
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -13,6 +13,7 @@ import re
 from io import StringIO
 
 import httpx
+import orjson
 import pytest
 import redis
 from django.conf import settings
@@ -251,3 +252,35 @@ def test_access_logs_leave_out_query_strings():
     assert formats and all(not re.search(r"\$(request|args|query_string|request_uri)\b", body) for _, body in formats)
     assert re.search(r"access_log\s+\S+\s+" + formats[0][0] + ";", nginx)
 
+
+
+def test_a_provider_echoing_its_key_inside_a_stream_or_a_200_body_is_scrubbed_too(fake, gateway):
+    from routing import services
+    from tests.servers import ServerThread
+
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}]}
+    leak = {"error": {"message": f"aborted for key {PROVIDER_SECRET}", "type": "server_error"}}
+
+    async def chatty(scope, receive, send):  # the variant is the first path segment of the base URL
+        await receive()
+        variant = scope["path"].split("/")[1]
+        if variant == "plain":
+            body, kind = orjson.dumps(leak), b"application/json"
+        else:
+            events = ([chunk] if variant == "late" else []) + [leak]
+            body, kind = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events), b"text/event-stream"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", kind)]})
+        await send({"type": "http.response.body", "body": body})
+
+    setup = make_setup(fake.url, secrets=(PROVIDER_SECRET,))
+    texts = []
+    with ServerThread(chatty) as server:
+        for variant in ("early", "late", "plain"):
+            services.save_provider(setup.provider.name, kind="openai", base_url=f"{server.url}/{variant}/v1")
+            request = {"model": "gpt-test", "stream": variant != "plain",
+                       "messages": [{"role": "user", "content": "hi"}]}
+            texts.append(httpx.post(gateway.url + "/v1/chat/completions", json=request, timeout=30,
+                                    headers={"authorization": f"Bearer {setup.token}"}).text)
+    assert all(PROVIDER_SECRET[:-4] not in text for text in texts), texts
+    assert "partial" in texts[1] and all("****" + PROVIDER_SECRET[-4:] in text for text in texts[:2]), texts
