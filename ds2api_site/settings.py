@@ -197,6 +197,8 @@ DS2API_MINUTE_ROLLUP_RETENTION_DAYS = env_int("DS2API_MINUTE_ROLLUP_RETENTION_DA
 DS2API_BODY_RETENTION_DAYS = env_int("DS2API_BODY_RETENTION_DAYS", 7)
 # Each stored body (request, response) is cut at this many bytes after redaction.
 DS2API_BODY_MAX_BYTES = env_int("DS2API_BODY_MAX_BYTES", 64 * 1024)
+# Responses API answers stored with `store: true` stay readable for this long (Redis keys expire).
+DS2API_RESPONSE_TTL_SECONDS = env_int("DS2API_RESPONSE_TTL_SECONDS", 30 * 24 * 3600)
 # GET /metrics: a bearer token, and/or client addresses/networks allowed without one.
 # With neither set, only loopback clients may scrape.
 DS2API_METRICS_TOKEN = env_secret("DS2API_METRICS_TOKEN")
