@@ -12,18 +12,9 @@ from typing import Any
 
 import orjson
 
+from proxy import attempts
 from proxy.adapters.base import ClientProtocol, UpstreamRequest
 from proxy.asgi_io import JSON_HEADERS, Receive, Scope, Send
-from proxy.attempts import (
-    TRANSPORT_ERRORS,
-    Retry,
-    broke_off,
-    redirected,
-    refusal,
-    unforwardable,
-    unreachable,
-    unreadable,
-)
 from proxy.canonical import GatewayError, Usage
 from proxy.outcome import Outcome
 from proxy.pipeline import Pipeline, begin_attempt, route_headers
@@ -95,7 +86,7 @@ class SidePipeline(Pipeline):
 
     async def _attempt(self, receive, send, protocol, make_call, call: SideCall, candidate: Candidate, lease: Lease,
                        request_id: str, outcome: Outcome, prompt_estimate: int) -> bool:
-        """One JSON request on one credential. Raises Retry when another credential may still serve."""
+        """One JSON request on one credential. Raises attempts.Retry when another credential may still serve."""
         provider = candidate.target.provider
         upstream_model = begin_attempt(outcome, candidate, call.model)
         verdict, error, headroom, retry_after = "client", "", None, None
@@ -103,29 +94,29 @@ class SidePipeline(Pipeline):
             try:
                 upstream = call.build(candidate, upstream_model)
             except orjson.JSONEncodeError as exc:
-                raise unforwardable(exc) from None
+                raise attempts.unforwardable(exc) from None
             if upstream is None:
                 answer = call.answer_locally(provider.kind)
             else:
                 try:
                     response = await self._post(upstream, candidate)
-                except TRANSPORT_ERRORS as exc:
-                    raise unreachable(exc, provider.name) from None
+                except attempts.TRANSPORT_ERRORS as exc:
+                    raise attempts.unreachable(exc, provider.name) from None
                 try:
                     headroom = parse_headers(response.headers)
                     if 300 <= response.status < 400:
-                        raise redirected(response.status, provider.name)
+                        raise attempts.redirected(response.status, provider.name)
                     body = await read_capped(response)
                     if response.status >= 400:
                         err = scrub_error(call.parse_error(provider.kind, response.status, header_dict(response),
                                                            body), candidate.credential.secret)
-                        raise refusal(response.status, err, headroom, provider.name)
+                        raise attempts.refusal(response.status, err, headroom, provider.name)
                     try:
                         answer = call.answer(provider.kind, body)
                     except GatewayError as err:
-                        raise unreadable(err) from None
-                except TRANSPORT_ERRORS as exc:  # the body broke off: another credential may answer
-                    raise broke_off(exc, provider.name) from None
+                        raise attempts.unreadable(err) from None
+                except attempts.TRANSPORT_ERRORS as exc:  # the body broke off: another credential may answer
+                    raise attempts.broke_off(exc, provider.name) from None
                 finally:
                     response.release()
             verdict = "ok"
@@ -135,7 +126,7 @@ class SidePipeline(Pipeline):
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": orjson.dumps(answer.body)})
             return True
-        except Retry as retry:
+        except attempts.Retry as retry:
             verdict, error, retry_after = retry.verdict, retry.note, retry.retry_after
             raise
         finally:
