@@ -71,6 +71,13 @@ def _problem(exc: ValidationError) -> str:
                      for name, messages in exc.message_dict.items() for message in messages)
 
 
+def _prune(report: ImportReport, stale_rows, describe, delete, actor_label: str) -> None:
+    """Delete what the file no longer names through its service (audited, announced), listing each."""
+    for stale in stale_rows:
+        report.deleted.append(describe(stale))
+        delete(stale, actor_label=actor_label)
+
+
 def _with_path(path: str, call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
@@ -111,13 +118,11 @@ def _import_providers(data, checker, report, prune, actor_label):
                        secret_ref=ref if secret is not None else None, actor_label=actor_label, **fields)
             (report.updated if exists else report.created).append(f"credential {provider.name}/{cred['name']}")
         if prune:
-            for stale in provider.credentials.exclude(name__in=cred_names):
-                report.deleted.append(f"credential {stale}")
-                services.delete_credential(stale, actor_label=actor_label)
+            _prune(report, provider.credentials.exclude(name__in=cred_names), lambda c: f"credential {c}",
+                   services.delete_credential, actor_label)
     if prune:
-        for stale in Provider.objects.exclude(name__in=names):
-            report.deleted.append(f"provider {stale.name}")
-            services.delete_provider(stale, actor_label=actor_label)
+        _prune(report, Provider.objects.exclude(name__in=names), lambda p: f"provider {p.name}",
+               services.delete_provider, actor_label)
 
 
 def _import_routes(data, checker, report, prune, actor_label):
@@ -153,9 +158,8 @@ def _import_routes(data, checker, report, prune, actor_label):
         _with_path(path, services.save_route, spec["model"], targets, actor_label=actor_label, **fields)
         (report.updated if existed else report.created).append(f"route {spec['model']}")
     if prune:
-        for stale in Route.objects.exclude(model__in=models_seen):
-            report.deleted.append(f"route {stale.model}")
-            services.delete_route(stale, actor_label=actor_label)
+        _prune(report, Route.objects.exclude(model__in=models_seen), lambda r: f"route {r.model}",
+               services.delete_route, actor_label)
     _check_route_links(linked, checker)
 
 
@@ -202,13 +206,11 @@ def _import_teams(data, checker, report, prune, actor_label):
             token_names.add(tok["name"])
             _import_token(team, tok, checker, tpath, report, actor_label)
         if prune:
-            for stale in team.tokens.exclude(name__in=token_names):
-                report.deleted.append(f"token {team.name}/{stale.name}")
-                account_services.delete_token(stale, actor_label=actor_label)
+            _prune(report, team.tokens.exclude(name__in=token_names), lambda t: f"token {t.team.name}/{t.name}",
+                   account_services.delete_token, actor_label)
     if prune:
-        for stale in Team.objects.exclude(name__in=team_names):
-            report.deleted.append(f"team {stale.name}")
-            account_services.delete_team(stale, actor_label=actor_label)
+        _prune(report, Team.objects.exclude(name__in=team_names), lambda t: f"team {t.name}",
+               account_services.delete_team, actor_label)
 
 
 def _changed(current, fields: dict) -> dict:
