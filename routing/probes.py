@@ -63,15 +63,19 @@ def _scrub(message: str, secret: str, masked: str) -> str:
 
 
 def _local_status(credential: Credential, model: str, started: float) -> ProbeResult:
+    """An in-process model has no account to test: it is usable when its options hold (the model files are
+    there and the `local` extra is installed); whether this process has it loaded is reported, not judged."""
+    from proxy.local_models import status as local_status
+    from proxy.local_models.options import LocalOptions, LocalOptionsError
+
+    elapsed = lambda: int((time.perf_counter() - started) * 1000)  # noqa: E731
     try:
-        from proxy.local_models import status as local_status
-    except ImportError:
-        return ProbeResult(credential.pk, False, None, 0, "in-process provider: no status available", model)
+        LocalOptions.parse(credential.provider.options)
+    except LocalOptionsError as exc:
+        return ProbeResult(credential.pk, False, None, elapsed(), str(exc), model)
     state = local_status(credential.provider_id)
-    ready = bool(getattr(state, "ready", False) if not isinstance(state, dict) else state.get("ready"))
-    text = str(getattr(state, "message", "") if not isinstance(state, dict) else state.get("message", ""))
-    elapsed = int((time.perf_counter() - started) * 1000)
-    return ProbeResult(credential.pk, ready, None, elapsed, text or ("ready" if ready else "not loaded"), model)
+    text = "loaded" if state.get("loaded") else "not loaded yet (loads on the first request)"
+    return ProbeResult(credential.pk, True, None, elapsed(), text, model)
 
 
 def probe_credential(credential: Credential, *, model: str | None = None, timeout: float = 15.0) -> ProbeResult:
