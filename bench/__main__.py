@@ -55,6 +55,17 @@ def targets(fake: Server, gateway: Server) -> dict[str, tuple[str, str, dict]]:
     }
 
 
+def gateway_command(server: str, port: int, workers: int) -> list[str]:
+    """The gateway as production would run it. granian serves the API paths only here (no websockets)."""
+    if server == "granian":
+        return [str(Path(python()).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
+                str(port), "--workers", str(workers), "--loop", "uvloop", "--no-ws", "--log-level", "warning",
+                "ds2api_site.asgi:application"]
+    return [python(), "-m", "uvicorn", "ds2api_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--lifespan", "on", "--http", "httptools", "--loop", "uvloop",
+            "--no-access-log", "--log-level", "warning"]
+
+
 def attempt(measure, *args, **kwargs) -> dict:
     """Run one measurement; a scenario the gateway cannot serve yet is reported, not fatal."""
     try:
@@ -94,10 +105,7 @@ def run(args) -> dict:
     try:
         prepare_gateway_database(env, fake.url)
         port = free_port()
-        gateway = Server("gateway", [
-            python(), "-m", "uvicorn", "ds2api_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(args.workers), "--lifespan", "on", "--http", "httptools", "--loop", "uvloop",
-            "--no-access-log", "--log-level", "warning"], port, env=env).start()
+        gateway = Server("gateway", gateway_command(args.server, port, args.workers), port, env=env).start()
         time.sleep(1.0)
         urls = targets(fake, gateway)
         results["rss_at_rest_mb"] = [round(x, 1) for x in gateway.worker_rss_mb()]
@@ -135,6 +143,8 @@ def main() -> None:
                         help="skip the local-model comparison (it runs when the local extra is installed)")
     parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
     parser.add_argument("--fake-workers", type=int, default=1)
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                        help="ASGI server for the gateway (default uvicorn, as make run and deploy/ use)")
     parser.add_argument("--load", action="store_true", help="also run the load test with faults (bench/load.py)")
     args = parser.parse_args()
     args.sequential = 200 if args.quick else 1000

@@ -53,7 +53,7 @@ def markdown(r: dict) -> str:
         "",
         f"{r['date']} · {r['machine']['cpus']} CPUs ({r['machine']['cpu']}) · Python {r['machine']['python']} · "
         + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
-        f"Gateway: uvicorn, {r['config']['workers']} workers, token auth + routing + limits + usage recording on. "
+        f"Gateway: {r['config'].get('server', 'uvicorn')}, {r['config']['workers']} workers, token auth + routing + limits + usage recording on. "
         "Upstream: the in-repo fake (tests/fakes), its own process.",
         "",
         "## Added latency (gateway minus direct, sequential, keep-alive)",
