@@ -119,17 +119,7 @@ if __name__ == "__main__":
 
 def run_in_subprocess(env: dict, rows: int, repeats: int = 10) -> dict:
     """For `python -m bench`: measure in a fresh process against the bench's own dashboard database."""
-    import subprocess
+    from bench.gateway_config import run_json_module
 
-    from bench.gateway_config import _ensure_database
-    from bench.processes import ROOT, python
-
-    env = {**os.environ, **env, "DATABASE_URL": env["DATABASE_URL"] + "_dashboard",
-           "DS2API_ALLOW_PRIVATE_UPSTREAMS": "1"}
-    _ensure_database(env["DATABASE_URL"])
-    subprocess.run([python(), "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    done = subprocess.run([python(), "-m", "bench.dashboard_pages", "--rows", str(rows), "--repeats", str(repeats)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"dashboard page bench failed: {done.stderr.strip()[-300:]}")
-    return json.loads(done.stdout)
+    return run_json_module("bench.dashboard_pages", ["--rows", str(rows), "--repeats", str(repeats)],
+                           {**env, "DS2API_ALLOW_PRIVATE_UPSTREAMS": "1"}, "_dashboard")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -45,7 +46,7 @@ teams:
 """
 
 
-def _ensure_database(url: str) -> None:
+def ensure_database(url: str) -> None:
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = url.replace(parts.path, "/postgres")
@@ -55,10 +56,23 @@ def _ensure_database(url: str) -> None:
 
 
 def prepare_gateway_database(env: dict, fake_url: str) -> None:
-    _ensure_database(env["DATABASE_URL"])
+    ensure_database(env["DATABASE_URL"])
     full_env = {**os.environ, **env, "BENCH_TOKEN": BENCH_TOKEN, "BENCH_UPSTREAM_KEY": UPSTREAM_KEY}
     subprocess.run([python(), "manage.py", "migrate", "-v0"], cwd=ROOT, env=full_env, check=True)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         handle.write(CONFIG.format(fake=fake_url))
     subprocess.run([python(), "manage.py", "gateway", "import", handle.name, "--prune"], cwd=ROOT, env=full_env,
                    check=True, stdout=subprocess.DEVNULL)
+
+
+def run_json_module(module: str, args: list[str], env: dict, database_suffix: str) -> dict:
+    """Run `python -m <module> <args>` against its own migrated database (the bench URL + suffix) and return
+    the JSON it prints; for measurements that fill large tables of their own."""
+    env = {**os.environ, **env, "DATABASE_URL": env["DATABASE_URL"] + database_suffix}
+    ensure_database(env["DATABASE_URL"])
+    subprocess.run([python(), "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    done = subprocess.run([python(), "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout)

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -84,14 +83,6 @@ if __name__ == "__main__":
 
 
 def run_in_subprocess(env: dict, rows: int) -> dict:
-    from bench.gateway_config import _ensure_database
-    from bench.processes import ROOT, python
+    from bench.gateway_config import run_json_module
 
-    env = {**os.environ, **env, "DATABASE_URL": env["DATABASE_URL"] + "_queries"}
-    _ensure_database(env["DATABASE_URL"])
-    subprocess.run([python(), "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    done = subprocess.run([python(), "-m", "bench.usage_queries", "--rows", str(rows)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"usage query bench failed: {done.stderr.strip()[-300:]}")
-    return json.loads(done.stdout)
+    return run_json_module("bench.usage_queries", ["--rows", str(rows)], env, "_queries")
