@@ -1,7 +1,7 @@
 """Server-sent events: an incremental parser over raw bytes, and encoders.
 
-The parser works on bytes and only decodes complete lines, so a UTF-8 character split across network
-chunks is never broken.
+The parser works on bytes and never decodes event data: a UTF-8 character split across network chunks is
+never broken, and the JSON decoders read the bytes as they are.
 """
 
 from dataclasses import dataclass
@@ -10,56 +10,61 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class SSEEvent:
     event: str | None
-    data: str
+    data: bytes  # the event's data lines joined by b"\n", undecoded
 
 
 class SSEParser:
+    """The SSE field grammar, read line by line.
+
+    This runs once per line of every streamed answer, so it is one loop over the chunk's lines with the
+    state in locals, and the `data:` / `event:` lines that make up nearly every event are read before the
+    general field syntax. A method call per line and decoding the data to text cost more than the rest of
+    the parsing did (a worker's profile). Splitting on the blank line between events instead measured no
+    faster: CPython finds a two-byte separator slower than a newline.
+    """
+
     __slots__ = ("_buffer", "_event", "_data")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._event: str | None = None
-        self._data: list[str] = []
+        self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[SSEEvent] = []
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = buffer[start:end]
-            start = end + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            self._line(line, events)
-        self._buffer = buffer[start:]
-        return events
+        lines = (self._buffer + chunk if self._buffer else chunk).split(b"\n")
+        self._buffer = lines.pop()  # an incomplete line, kept until its newline arrives
+        return self._lines(lines)
 
     def close(self) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
-        if self._buffer:
-            self._line(self._buffer.rstrip(b"\r"), events)
-            self._buffer = b""
-        self._line(b"", events)
-        return events
+        last = self._buffer.rstrip(b"\r")
+        self._buffer = b""
+        return self._lines([last, b""] if last else [b""])
 
-    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
-        if not line:
-            if self._data:
-                events.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
-            return
-        if line.startswith(b":"):
-            return  # comment / keep-alive
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
-        if name == b"data":
-            self._data.append(value.decode("utf-8", errors="replace"))
-        elif name == b"event":
-            self._event = value.decode("utf-8", errors="replace")
+    def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        event, data = self._event, self._data
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:  # a blank line ends the event
+                if data:
+                    events.append(SSEEvent(event, data[0] if len(data) == 1 else b"\n".join(data)))
+                    data = []
+                event = None
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                event = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", errors="replace")
+            elif not line.startswith(b":"):  # ":" opens a comment / keep-alive
+                name, _, value = line.partition(b":")
+                if value.startswith(b" "):
+                    value = value[1:]
+                if name == b"data":
+                    data.append(value)
+                elif name == b"event":
+                    event = value.decode("utf-8", errors="replace")
+        self._event, self._data = event, data
+        return events
 
 
 def sse_data(payload: bytes) -> bytes:

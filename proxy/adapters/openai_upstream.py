@@ -228,7 +228,7 @@ class OpenAIChatDecoder(SSEDecoder):
     def handle(self, sse: SSEEvent, events: list) -> None:
         if self._done:
             return
-        if sse.data.startswith("[DONE]"):
+        if sse.data.startswith(b"[DONE]"):
             self._end(events)
             return
         chunk = self.payload(sse)

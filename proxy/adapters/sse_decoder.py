@@ -34,8 +34,8 @@ class SSEDecoder(StreamDecoder):
         """The event's JSON object; anything else means the provider sent a broken stream."""
         try:
             data = orjson.loads(sse.data)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
+        except orjson.JSONDecodeError:
+            data = _lenient(sse.data)
         if not isinstance(data, dict):
             raise GatewayError("upstream", "the provider sent a malformed stream event")
         return data
@@ -60,3 +60,11 @@ class SSEDecoder(StreamDecoder):
                 self._failure = err
                 break
         return events
+
+
+def _lenient(data: bytes) -> Any:
+    """JSON whose strings hold invalid UTF-8 reads with U+FFFD in their place, as a text decoder would."""
+    try:
+        return orjson.loads(data.decode("utf-8", errors="replace"))
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError("upstream", "the provider sent a malformed stream event") from exc
