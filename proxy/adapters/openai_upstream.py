@@ -236,28 +236,37 @@ class OpenAIChatDecoder(SSEDecoder):
         if chunk.get("error"):
             error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
             raise GatewayError("upstream", error.get("message") or "the provider reported an error mid-stream")
-        if chunk.get("id") or chunk.get("choices"):
+        choices = chunk.get("choices")
+        if not self._started and (chunk.get("id") or choices):
             self._start(chunk, events)
         if chunk.get("usage"):
             self._usage = usage_from_openai(chunk["usage"])
-        for choice in chunk.get("choices") or ():
+        for choice in choices or ():
             if choice.get("index", 0) != 0:  # with `n` > 1 only the first choice is answered, as when not streamed
                 continue
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            if delta:
+                self._delta(delta, events)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+
+    def _delta(self, delta: dict, events: list) -> None:
+        # Nearly every delta is content alone: the two reasoning fields are read only when present.
+        if "reasoning_content" in delta or "reasoning" in delta:
             reasoning = _reasoning_of(delta)
             if reasoning:
                 events.append(ReasoningDelta(reasoning))
-            content = delta.get("content")
-            if content:
-                events.append(TextDelta(content))
-            refusal = delta.get("refusal")
-            if isinstance(refusal, str) and refusal:
-                self._refused = True
-                events.append(TextDelta(refusal, refusal=True))
-            for call in delta.get("tool_calls") or ():
+        content = delta.get("content")
+        if content:
+            events.append(TextDelta(content))
+        refusal = delta.get("refusal")
+        if refusal and isinstance(refusal, str):
+            self._refused = True
+            events.append(TextDelta(refusal, refusal=True))
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            for call in tool_calls:
                 self._tool_call(call, events)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
 
     def _tool_call(self, call: dict, events: list) -> None:
         upstream_index = call.get("index", 0)
