@@ -277,12 +277,24 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
+# The end of a text delta's frame: byte for byte what OpenAIChatEncoder._chunk() writes after the text.
+_DELTA_END = b'},"finish_reason":null,"logprobs":null}]}\n\n'
+
+
 class OpenAIChatEncoder(StreamEncoder):
-    __slots__ = ("request", "_head")
+    __slots__ = ("request", "_head", "_content", "_reasoning")
 
     def __init__(self, request: CanonicalRequest):
         self.request = request
-        self._head = b""
+        self._set_head(b"")
+
+    def _set_head(self, head: bytes) -> None:
+        self._head = head
+        # Text and reasoning deltas are nearly all of a stream: their frames are fixed bytes around the
+        # JSON-encoded text, which saves building and serialising the chunk's dicts for each one.
+        choice = b"data: " + head + b',"choices":[{"index":0,"delta":{'
+        self._content = choice + b'"content":'
+        self._reasoning = choice + b'"reasoning_content":'
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
         choices = orjson.dumps([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}])
@@ -292,18 +304,20 @@ class OpenAIChatEncoder(StreamEncoder):
         if isinstance(event, TextDelta):
             if not event.text:
                 return b""
-            return self._chunk({"refusal": event.text} if event.refusal else {"content": event.text})
+            if event.refusal:
+                return self._chunk({"refusal": event.text})
+            return self._content + orjson.dumps(event.text) + _DELTA_END
         if isinstance(event, ToolCallDelta):
             return self._chunk({"tool_calls": [{"index": event.index, "function": {"arguments": event.arguments}}]})
         if isinstance(event, ReasoningDelta):
-            return self._chunk({"reasoning_content": event.text}) if event.text else b""
+            return self._reasoning + orjson.dumps(event.text) + _DELTA_END if event.text else b""
         if isinstance(event, ToolCallStart):
             return self._chunk({"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
                                                 "function": {"name": event.name, "arguments": ""}}]})
         if isinstance(event, StreamStart):
             head = {"id": event.id or new_completion_id(), "object": "chat.completion.chunk", "created": event.created or int(time.time()),
                     "model": event.model}
-            self._head = orjson.dumps(head)[:-1]
+            self._set_head(orjson.dumps(head)[:-1])
             return self._chunk({"role": "assistant", "content": ""})
         if isinstance(event, StreamEnd):
             out = self._chunk({}, openai_finish(event.finish_reason))
