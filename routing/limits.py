@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
 from django.conf import settings
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from routing.ratelimit_headers import Headroom
+from routing.redis_wire import WireRedis
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Limits:
         self.local = LocalLimits()
         self.hooks = _Hooks()
         self.degraded = False
-        self._client: aioredis.Redis | None = None
+        self._client: WireRedis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Settlement] = []
         self._live: dict[str, Lease] = {}
@@ -205,7 +205,7 @@ class Limits:
             if task is not None and not task.done():
                 task.cancel()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     # -- Redis -----------------------------------------------------------------------------
@@ -217,23 +217,22 @@ class Limits:
                 "max": setting("DS2API_COOLDOWN_MAX_SECONDS", 300.0),
                 "after": setting("DS2API_COOLDOWN_AFTER_FAILURES", 3)}
 
-    def _redis(self):
+    def _redis(self) -> WireRedis:
+        """The lean pipelined connection (routing/redis_wire.py): this call runs once per request."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             timeout = setting("DS2API_REDIS_TIMEOUT", 0.5)
-            self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=timeout,
-                                                   socket_connect_timeout=timeout)
+            self._client = WireRedis(self.redis_url, timeout=timeout, connect_timeout=timeout)
             self._loop = loop
         return self._client
 
     async def _eval(self, arg: bytes):
-        """EVALSHA directly (redis-py's Script wrapper costs a runtime Protocol check per call), loading the
-        script on the first call and after a Redis restart."""
+        """EVALSHA, loading the script on the first call and after a Redis restart."""
         client = self._redis()
         try:
-            return await client.evalsha(SCRIPT_SHA, 0, arg)
+            return await client.call(b"EVALSHA", SCRIPT_SHA, b"0", arg)
         except NoScriptError:
-            return await client.eval(SCRIPT, 0, arg)
+            return await client.call(b"EVAL", SCRIPT, b"0", arg)
 
     async def _call(self, payload: dict) -> dict | None:
         """One script call carrying every pending settlement. None when Redis failed (now degraded)."""
@@ -242,7 +241,7 @@ class Limits:
                        settle=[s.wire() for s in settlements])
         try:
             raw = await self._eval(orjson.dumps(payload))
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             self._degrade(exc)
             return None
         result = orjson.loads(raw)
@@ -302,8 +301,8 @@ class Limits:
         while True:
             await asyncio.sleep(RECHECK_SECONDS)
             try:
-                await self._redis().ping()
-            except (aioredis.RedisError, OSError, TimeoutError):
+                await self._redis().call(b"PING")
+            except (RedisError, OSError, TimeoutError):
                 continue
             self.degraded = False
             log.warning("Redis is reachable again: limits are shared across replicas again")
