@@ -234,7 +234,9 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json" if env_bool("LOG_JSON") else "plain"},
         # Request lines are always JSON, on stdout, so a log shipper can parse them without configuration.
-        "requests": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        # Written in batches (at most 0.2 s late): a write per request line was a system call per request.
+        "requests": {"class": "ds2api_site.jsonlog.BatchingStreamHandler", "formatter": "json",
+                     "stream": "ext://sys.stdout"},
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {

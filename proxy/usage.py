@@ -33,9 +33,26 @@ _FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 _ATTNAMES = [f.attname for f in _FIELDS]
 _COPY_SQL = f"COPY {_TABLE} (id, {', '.join(f.column for f in _FIELDS)}) FROM STDIN"
 _IDS_SQL = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
+_DEFAULTS = {f.attname: f.get_default() for f in _FIELDS if f.attname != "created_at"}
 
 
-def _insert(rows: list[UsageRecord]) -> None:
+class PendingUsage:
+    """A usage row waiting in the buffer: UsageRecord's columns as plain attributes (`pk` once written).
+
+    Building a Django model instance per request cost ~15 us on the hot path; the writer COPYs these as they
+    are, and everything that reads stored rows (pricing, budgets, the live feed) only reads attributes.
+    """
+
+    __slots__ = ("pk", *_ATTNAMES)
+
+    def __init__(self, fields: dict) -> None:
+        for name, default in _DEFAULTS.items():
+            setattr(self, name, fields.get(name, default))
+        self.created_at = fields.get("created_at") or timezone.now()
+        self.pk = None
+
+
+def _insert(rows: list[PendingUsage]) -> None:
     """COPY the batch in: several times cheaper than an INSERT built by the ORM, which at a few thousand
     requests/s was a tenth of the gateway's CPU. Ids come from the table's sequence first, so the rows
     carry their primary keys afterwards (the live request log links to them)."""
@@ -48,7 +65,7 @@ def _insert(rows: list[UsageRecord]) -> None:
                 copy.write_row([pk, *[getattr(row, name) for name in _ATTNAMES]])
 
 
-def _write(rows: list[UsageRecord]) -> None:
+def _write(rows: list[PendingUsage]) -> None:
     pricing.apply_costs(rows)
     _insert(rows)
     budgets.add_spend(rows)  # after the rows are stored: a rebuilt counter already includes them
@@ -58,7 +75,7 @@ def _write(rows: list[UsageRecord]) -> None:
         log.warning("could not record tokens' last use (%s)", exc)
 
 
-def _mark_tokens_used(rows: list[UsageRecord]) -> None:
+def _mark_tokens_used(rows: list[PendingUsage]) -> None:
     """Stamp every token of the batch with the batch's latest request time, in one UPDATE (never backwards)."""
     token_ids = {row.token_id for row in rows if row.token_id is not None}
     if not token_ids:
@@ -70,7 +87,7 @@ def _mark_tokens_used(rows: list[UsageRecord]) -> None:
 
 class UsageRecorder:
     def __init__(self) -> None:
-        self._buffer: list[UsageRecord] = []
+        self._buffer: list[PendingUsage] = []
         self._bodies: list[BodyCapture] = []
         self._body_bytes = 0
         self._task: asyncio.Task | None = None
@@ -89,7 +106,7 @@ class UsageRecorder:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("usage buffer full (%d rows): %d rows dropped so far", limit, self.dropped)
             return
-        self._buffer.append(UsageRecord(**fields))
+        self._buffer.append(PendingUsage(fields))
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
