@@ -30,6 +30,7 @@ from bench.gateway_config import BENCH_TOKEN, UPSTREAM_KEY, prepare_gateway_data
 from bench.measure import sequential, throughput
 from bench.processes import ROOT, Server, free_port, python
 from bench.usage_queries import run_in_subprocess as run_usage_queries
+from ds2api_site.serve import prepare_metrics_dir
 
 CHAT = {"messages": [{"role": "user", "content": "Say hello to the benchmark please"}]}
 ANTHROPIC_BODY = {"model": "claude-bench", "max_tokens": 256, **CHAT}
@@ -96,6 +97,8 @@ def run(args) -> dict:
         "DS2API_ALLOW_PRIVATE_UPSTREAMS": "1",
         "LOG_LEVEL": "WARNING",
     }
+    # As `python -m ds2api_site.serve` runs it: several workers sum their metrics through a shared directory.
+    prepare_metrics_dir(args.workers, env)
     fake = Server("fake", [python(), "-m", "tests.fakes.upstream", "--port", str(free_port()), "--workers",
                            str(args.fake_workers)], 0, ready_path="/_fake/stats")
     fake.port = int(fake.cmd[4])

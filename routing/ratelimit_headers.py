@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -50,6 +51,7 @@ class Headroom:
         return max(waits) if waits else None
 
 
+@lru_cache(maxsize=4096)  # every response carries one or two; providers repeat the same few values
 def parse_duration(value: str) -> float | None:
     """Go-style durations ("6m0s", "20ms") or a bare number of seconds."""
     value = value.strip()
