@@ -44,6 +44,11 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return sse_event(name, orjson.dumps(payload))
 
 
+# Text and thinking deltas are nearly all of a stream: their frames are fixed bytes around the block index
+# and the JSON-encoded text, byte for byte what _event() makes of the same payload.
+_DELTA_FRAME = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"%b","%b":%b}}\n\n'
+
+
 class AnthropicEncoder(StreamEncoder):
     """One content block open at a time, as the API does; a tool call's late argument fragment (only possible
     from an upstream that interleaves parallel calls) still goes to its own block index."""
@@ -83,7 +88,7 @@ class AnthropicEncoder(StreamEncoder):
             if not event.text:
                 return b""
             out = b"" if self._open == "text" else self._start("text", {"type": "text", "text": ""})
-            return out + self._delta(self._index, {"type": "text_delta", "text": event.text})
+            return out + _DELTA_FRAME % (self._index, b"text_delta", b"text", orjson.dumps(event.text))
         if isinstance(event, ToolCallDelta):
             block = self._tool_blocks.get(event.index)
             if block is None or not event.arguments:
@@ -96,7 +101,7 @@ class AnthropicEncoder(StreamEncoder):
             if self._open != "thinking":
                 out = self._start("thinking", {"type": "thinking", "thinking": "", "signature": ""})
             if event.text:
-                out += self._delta(self._index, {"type": "thinking_delta", "thinking": event.text})
+                out += _DELTA_FRAME % (self._index, b"thinking_delta", b"thinking", orjson.dumps(event.text))
             if event.signature:
                 out += self._delta(self._index, {"type": "signature_delta", "signature": event.signature})
             return out
