@@ -70,20 +70,34 @@ def error_from_gemini(error: Any, status: int | None = None) -> GatewayError:
 
 
 class GeminiEncoder(StreamEncoder):
-    __slots__ = ("content_type", "_sse", "_include", "_model", "_id", "_signature", "_calls", "_chunks")
+    __slots__ = ("content_type", "_sse", "_include", "_model", "_id", "_signature", "_calls", "_chunks", "_text_end")
 
     def __init__(self, request: CanonicalRequest, *, sse: bool) -> None:
         self._sse = sse
         self.content_type = b"text/event-stream" if sse else b"application/json"
         self._include = bool(request.reasoning and request.reasoning.include_thoughts)
-        self._model = request.model
         self._id = response_id()
+        self._set_model(request.model)
         self._signature: str | None = None
         self._calls: dict[int, ToolCall] = {}  # calls whose arguments are still arriving, by index
         self._chunks = 0
 
+    def _set_model(self, model: str) -> None:
+        self._model = model
+        # Text chunks are nearly all of a stream: theirs is fixed bytes around the JSON-encoded text, byte
+        # for byte what _chunk() makes of one text part.
+        self._text_end = (b'}],"role":"model"},"index":0}],"modelVersion":' + orjson.dumps(model)
+                          + b',"responseId":' + orjson.dumps(self._id) + b"}")
+
+    def _text_chunk(self, text: str) -> bytes:
+        if self._signature:
+            return self._chunk([{"text": text}])
+        return self._framed(b'{"candidates":[{"content":{"parts":[{"text":' + orjson.dumps(text) + self._text_end)
+
     def _frame(self, payload: dict[str, Any]) -> bytes:
-        data = orjson.dumps(payload)
+        return self._framed(orjson.dumps(payload))
+
+    def _framed(self, data: bytes) -> bytes:
         if self._sse:
             return b"data: " + data + b"\r\n\r\n"
         self._chunks += 1
@@ -117,7 +131,7 @@ class GeminiEncoder(StreamEncoder):
             if not event.text:
                 return b""
             out = self._chunk(self._take_calls()) if self._calls else b""
-            return out + self._chunk([{"text": event.text}])
+            return out + self._text_chunk(event.text)
         if isinstance(event, ReasoningDelta):
             out = self._chunk(self._take_calls()) if self._calls else b""
             if event.signature:
@@ -129,7 +143,7 @@ class GeminiEncoder(StreamEncoder):
             self._calls[event.index] = ToolCall(event.id, event.name, "")
             return b""
         if isinstance(event, StreamStart):
-            self._model = event.model
+            self._set_model(event.model)
             return b""
         if isinstance(event, StreamEnd):
             parts = self._take_calls() or [{"text": ""}]
@@ -145,13 +159,14 @@ class GeminiEncoder(StreamEncoder):
 class GeminiDecoder(SSEDecoder):
     """Reads `streamGenerateContent?alt=sse`. Usage in each chunk is cumulative; the last one counts."""
 
-    __slots__ = ("_started", "_finish", "_usage", "_tools")
+    __slots__ = ("_started", "_finish", "_usage", "_usage_raw", "_tools")
 
     def __init__(self) -> None:
         super().__init__()
         self._started = False
         self._finish: str | None = None
         self._usage = Usage()
+        self._usage_raw: Any = None  # the usageMetadata self._usage was read from
         self._tools = 0
 
     def end(self) -> list[StreamEvent]:
@@ -164,8 +179,8 @@ class GeminiDecoder(SSEDecoder):
         if "error" in payload:
             raise error_from_gemini(payload["error"])
         metadata = get(payload, "usageMetadata", "usage_metadata")
-        if metadata:
-            self._usage = usage_from_gemini(metadata)
+        if metadata and metadata != self._usage_raw:  # every chunk repeats the totals: read them when they change
+            self._usage, self._usage_raw = usage_from_gemini(metadata), metadata
         if not self._started:
             self._started = True
             events.append(StreamStart(str(get(payload, "responseId", "response_id") or ""),
@@ -185,6 +200,10 @@ class GeminiDecoder(SSEDecoder):
             self._finish = finish
 
     def _part(self, part: dict, events: list[StreamEvent]) -> None:
+        if len(part) == 1 and "text" in part:  # most parts: text alone, no thought, signature or call
+            if part["text"]:
+                events.append(TextDelta(str(part["text"])))
+            return
         sig = get(part, "thoughtSignature", "thought_signature")
         sig = from_gemini(sig) if isinstance(sig, str) and sig else None
         if part.get("thought"):
