@@ -30,6 +30,8 @@ from proxy.redact import scrub_error
 log = logging.getLogger(__name__)
 
 SHUTTING_DOWN = GatewayError("overloaded", "the gateway is shutting down; retry the request")
+# A tuple, not `TextDelta | ReasoningDelta` inline: that builds a union per event and checks three times slower.
+_TEXT_EVENTS = (TextDelta, ReasoningDelta)
 
 
 class FailedBeforeFirstByte(Exception):
@@ -79,7 +81,7 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
         nonlocal sent_start
         out = []
         for event in events:
-            if isinstance(event, TextDelta | ReasoningDelta):
+            if isinstance(event, _TEXT_EVENTS):
                 seen.append(event.text)
             elif isinstance(event, ToolCallDelta):
                 seen.append(event.arguments)
