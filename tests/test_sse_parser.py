@@ -4,7 +4,8 @@ SSE field grammar does, however the bytes are cut into network chunks.
 `reference_events` below is that plain reading (the gateway's original parser): a line at a time, a
 trailing CR dropped, `data` lines gathered, `event` remembered, comments and other fields ignored, the
 event sent on a blank line if it has data. The parser's quicker paths for the common shapes must never
-give anything else.
+give anything else. The upstream decoders read an event's data undecoded, and still as its text would read:
+invalid UTF-8 becomes U+FFFD, broken JSON an upstream error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.adapters.openai_upstream import OpenAIChatDecoder
+from proxy.canonical import GatewayError, TextDelta
 from proxy.sse import SSEEvent, SSEParser
 
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True)
@@ -172,3 +175,20 @@ def streams_and_chunkings(draw) -> tuple[bytes, list[bytes]]:
 def test_any_stream_in_any_chunking_reads_like_the_reference(case):
     stream, pieces = case
     assert parse(pieces) == reference_events(stream)
+
+
+# --- decoders read the undecoded data as they read text ------------------------------------------------
+
+
+def test_invalid_utf8_in_a_provider_event_reads_as_replacement_characters():
+    decoder = OpenAIChatDecoder()
+    events = decoder.feed(b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"h\xffi"}}]}\n\n')
+    assert events[1:] == [TextDelta("h\ufffdi")]
+
+
+def test_malformed_provider_event_is_an_upstream_error():
+    decoder = OpenAIChatDecoder()
+    assert decoder.feed(b'data: {"id":"c1","choices":[]}\n\ndata: {"broken\n\n') != []
+    with pytest.raises(GatewayError) as info:
+        decoder.feed(b"")
+    assert info.value.kind == "upstream"
