@@ -2,7 +2,8 @@
 
 Starts the fake upstream and the gateway as in production (uvicorn, several workers), then measures:
 1. added latency, sequential non-streaming chat (p50/p99, gateway minus direct);
-2. streaming: added time to first and last byte for a 200-chunk stream;
+2. streaming: added time to first and last byte for a 200-chunk stream, sent in one burst and paced
+   (PACE_SECONDS between chunks, as a model produces them, only much faster);
 3. throughput at 50 concurrent connections, direct vs gateway;
 4. the same for an OpenAI client served by an Anthropic upstream (conversion cost);
 5. gateway RSS per worker at rest and under load;
@@ -24,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from bench import report
 from bench.dashboard_pages import run_in_subprocess as run_dashboard_pages
 from bench.gateway_config import BENCH_TOKEN, UPSTREAM_KEY, prepare_gateway_database
@@ -32,6 +35,7 @@ from bench.processes import ROOT, Server, free_port, python
 from bench.usage_queries import run_in_subprocess as run_usage_queries
 from ds2api_site.serve import prepare_metrics_dir
 
+PACE_SECONDS = 0.001  # between chunks of the paced stream: 1,000 chunks/s, far above any model's rate
 CHAT = {"messages": [{"role": "user", "content": "Say hello to the benchmark please"}]}
 ANTHROPIC_BODY = {"model": "claude-bench", "max_tokens": 256, **CHAT}
 
@@ -65,6 +69,18 @@ def gateway_command(server: str, port: int, workers: int) -> list[str]:
     return [python(), "-m", "uvicorn", "ds2api_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--lifespan", "on", "--http", "httptools", "--loop", "uvloop",
             "--no-access-log", "--log-level", "warning"]
+
+
+def paced_streams(fake: Server, urls: dict, n: int) -> dict:
+    """The OpenAI streams again with the fake pausing PACE_SECONDS between chunks. In the burst the fake, the
+    gateway and the client all want a CPU at once (two here), which delays the client's first read by a
+    scheduler slice; paced, the first-byte figure is the gateway's own work."""
+    httpx.post(fake.url + "/_fake/config", json={"chunk_delay": PACE_SECONDS}, timeout=5).raise_for_status()
+    try:
+        bodies = scenario_bodies(True)
+        return {name: attempt(sequential, *urls[name], bodies[name], n, warmup=5) for name in ("direct", "gateway")}
+    finally:
+        httpx.post(fake.url + "/_fake/config", json={"chunk_delay": 0}, timeout=5)
 
 
 def attempt(measure, *args, **kwargs) -> dict:
@@ -103,7 +119,7 @@ def run(args) -> dict:
                            str(args.fake_workers)], 0, ready_path="/_fake/stats")
     fake.port = int(fake.cmd[4])
     fake.start()
-    results: dict = {"config": vars(args)}
+    results: dict = {"config": vars(args), "pace_ms": PACE_SECONDS * 1000}
     gateway = None
     try:
         prepare_gateway_database(env, fake.url)
@@ -116,6 +132,7 @@ def run(args) -> dict:
                                  for name, body in scenario_bodies(False).items()}
         results["streaming"] = {name: attempt(sequential, *urls[name], body, max(args.sequential // 5, 20), warmup=10)
                                 for name, body in scenario_bodies(True).items()}
+        results["streaming_paced"] = attempt(paced_streams, fake, urls, max(args.sequential // 20, 20))
         sampler = RssSampler(gateway)
         sampler.start()
         results["throughput"] = {name: attempt(throughput, *urls[name], body, 50, args.seconds)

@@ -76,6 +76,13 @@ def markdown(r: dict) -> str:
             f"| {label} | {_get(stream, base, 'ttfb', 'p50_ms')} ms | {_get(stream, via, 'ttfb', 'p50_ms')} ms "
             f"| **{_added(r, 'streaming', 'ttfb', 'p50_ms', base, via)} ms** | {_get(stream, base, 'total', 'p50_ms')} ms "
             f"| {_get(stream, via, 'total', 'p50_ms')} ms | **{_added(r, 'streaming', 'total', 'p50_ms', base, via)} ms** |")
+    paced = r.get("streaming_paced", {})
+    if paced and "error" not in paced:
+        lines += ["", f"Paced ({r.get('pace_ms', 0.5)} ms between chunks), OpenAI → OpenAI: TTFB direct "
+                  f"{_get(paced, 'direct', 'ttfb', 'p50_ms')} ms, gateway {_get(paced, 'gateway', 'ttfb', 'p50_ms')} ms, "
+                  f"**added {_added(r, 'streaming_paced', 'ttfb', 'p50_ms', 'direct', 'gateway')} ms** (p99 added "
+                  f"{_added(r, 'streaming_paced', 'ttfb', 'p99_ms', 'direct', 'gateway')} ms); last byte added "
+                  f"{_added(r, 'streaming_paced', 'total', 'p50_ms', 'direct', 'gateway')} ms."]
     lines += ["", "## Throughput, 50 connections", "", "| path | requests/s | p50 | p99 | non-2xx |", "|---|---|---|---|---|"]
     for name, label in (("direct", "direct to fake (OpenAI)"), ("gateway", "through gateway (OpenAI → OpenAI)"),
                         ("direct_anthropic", "direct to fake (Anthropic)"),
