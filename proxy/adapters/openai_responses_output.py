@@ -32,6 +32,11 @@ from proxy.canonical import (
 )
 from proxy.sse import sse_event
 
+# Text deltas are nearly all of a stream: their frame is fixed bytes around the few values, byte for byte what
+# ResponsesEncoder._event() writes for the same fields.
+_TEXT_DELTA = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":%d,'
+               b'"item_id":%b,"output_index":%d,"content_index":%d,"delta":%b,"logprobs":[]}\n\n')
+
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 ERROR_CODES = {"rate_limit": "rate_limit_exceeded", "budget_exceeded": "rate_limit_exceeded",
                "invalid_request": "invalid_prompt"}
@@ -247,8 +252,9 @@ class ResponsesEncoder(StreamEncoder):
         self.buffers[self.message].append(text)
         if refusal:
             return out + self._event("response.refusal.delta", **where, content_index=len(self.content), delta=text)
-        return out + self._event("response.output_text.delta", **where, content_index=len(self.content),
-                                 delta=text, logprobs=[])
+        self.sequence += 1
+        return out + _TEXT_DELTA % (self.sequence - 1, orjson.dumps(where["item_id"]), self.message,
+                                    len(self.content), orjson.dumps(text))
 
     def _close_part(self) -> bytes:
         if self.part_refusal is None or self.message is None:
