@@ -16,11 +16,12 @@ class SSEEvent:
 class SSEParser:
     """The SSE field grammar, read line by line.
 
-    This runs once per line of every streamed answer, so it is one loop over the chunk's lines with the
+    This runs for every line of every streamed answer, so it is one loop over the chunk's lines with the
     state in locals, and the `data:` / `event:` lines that make up nearly every event are read before the
-    general field syntax. A method call per line and decoding the data to text cost more than the rest of
-    the parsing did (a worker's profile). Splitting on the blank line between events instead measured no
-    faster: CPython finds a two-byte separator slower than a newline.
+    general field syntax (0.8 instead of 1.4 us per OpenAI event: a method call per line and decoding the
+    data to text were most of the cost). A fast path splitting whole events on the blank line between them,
+    with this loop as the fallback, measured slower than this loop alone: CPython searches for a two-byte
+    separator more slowly than for a newline, and each block still needs its shape checked.
     """
 
     __slots__ = ("_buffer", "_event", "_data")
