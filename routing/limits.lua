@@ -94,10 +94,12 @@ local function backoff(n)
 end
 
 local function settle(s)
-  -- s = {lease, bases, second, token delta, credential id, outcome, retry_after, error, headroom}
+  -- s = {lease, bases, second, token delta, credential id, outcome, retry_after, error, headroom, tpm bases}
   local lease, bases, second, delta, id, outcome = s[1], s[2], s[3], s[4], s[5], s[6]
   for _, base in ipairs(bases) do
     redis.call('ZREM', base .. ':if', lease)
+  end
+  for _, base in ipairs(s[10] or {}) do  -- only where a tokens-per-minute limit counts them
     add_bucket(base .. ':tk', second, delta)
   end
   if id == 0 or outcome == 'client' then return end
@@ -227,13 +229,16 @@ if best == nil then
 end
 
 local expiry = now + ttl
-local function charge(base, requests)
+-- Request and token buckets are kept only where a per-minute limit reads them (a limit set later starts
+-- counting then); the in-flight entry always, for concurrency caps and the dashboard.
+local function charge(base, requests, rpm, tpm)
   redis.call('ZADD', base .. ':if', expiry, r.lease)
   redis.call('EXPIRE', base .. ':if', ttl + 60)
-  add_bucket(base .. ':rq', sec, requests)
-  add_bucket(base .. ':tk', sec, r.est)
+  if rpm > 0 then add_bucket(base .. ':rq', sec, requests) end
+  if tpm > 0 then add_bucket(base .. ':tk', sec, r.est) end
 end
-for _, subj in ipairs(r.subj) do charge(subj[1], r.retry and 0 or 1) end
-charge(P .. 'c:' .. r.c[best][1], 1)
+for _, subj in ipairs(r.subj) do charge(subj[1], r.retry and 0 or 1, subj[2], subj[3]) end
+local chosen = r.c[best]
+charge(P .. 'c:' .. chosen[1], 1, chosen[3], chosen[4])
 out.ok = best - 1
 return cjson.encode(out)

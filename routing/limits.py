@@ -74,6 +74,7 @@ class Lease:
     second: int  # the per-second bucket charged
     estimate: int
     local: bool = False
+    token_bases: tuple[str, ...] = ()  # the bases whose tokens-per-minute limit counts this lease's tokens
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ class Settlement:
                         _num(hr.remaining_tokens), _num(hr.limit_tokens), _reset(hr.reset_tokens)]
         delta = self.tokens - self.lease.estimate
         return [self.lease.id, list(self.lease.bases), self.lease.second, delta, self.lease.credential_id,
-                self.outcome, retry or 0, self.error[:300], headroom]
+                self.outcome, retry or 0, self.error[:300], headroom, list(self.lease.token_bases)]
 
 
 def _num(value: int | None) -> int:
@@ -265,9 +266,12 @@ class Limits:
         if index < 0:
             return Verdict(reason=result.get("why", "none"), wait=max(0.0, float(result.get("wait") or 0)),
                            detail=result.get("what", ""))
-        credential_id = slots[index].credential_id
-        bases = (*(s.base for s in limited), f"{prefix}c:{credential_id}")
-        return Verdict(index, Lease(lease_id, credential_id, bases, int(result["s"]), int(estimate)))
+        slot = slots[index]
+        credential = f"{prefix}c:{slot.credential_id}"
+        bases = (*(s.base for s in limited), credential)
+        token_bases = (*(s.base for s in limited if s.tpm), *((credential,) if slot.tpm else ()))
+        return Verdict(index, Lease(lease_id, slot.credential_id, bases, int(result["s"]), int(estimate),
+                                    token_bases=token_bases))
 
     async def _flush_soon(self) -> None:
         # Give a reserve that is about to run the chance to carry these settlements; then send them anyway.

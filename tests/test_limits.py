@@ -170,6 +170,18 @@ def test_token_tpm_is_charged_with_the_real_usage_once_known(fake, gateway):
     assert statuses == [200, 200, 200, 429, 429, 429]
 
 
+def test_credential_tpm_counts_real_usage_and_sends_the_rest_elsewhere(fake, gateway):
+    setup = make_setup(fake.url, model="long-test", secrets=(KEY_A, KEY_B))
+    services.save_credential(setup.provider, setup.credentials[0].name, tpm=500)
+    for _ in range(10):
+        response = httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {setup.token}"},
+                              json={"model": "long-test", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200
+    # ~200 tokens per reply: the third on A spends its 500 for the minute, everything after goes to B
+    keys = fake.state.stats(arrivals=False)["keys"]
+    assert keys[KEY_A]["requests"] == 3 and keys[KEY_B]["requests"] == 7
+
+
 def test_credential_rpm_sends_the_rest_elsewhere(fake, gateway):
     setup = make_setup(fake.url, secrets=(KEY_A, KEY_B))
     services.save_credential(setup.provider, setup.credentials[0].name, rpm=3)
