@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from proxy.canonical import GatewayError
+from proxy.http_client import TransportError
 from routing.ratelimit_headers import Headroom
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -92,5 +93,6 @@ def unforwardable(exc: orjson.JSONEncodeError) -> GatewayError:
     raise exc
 
 
-# What an upstream call raises when no response arrives or its body breaks off.
-TRANSPORT_ERRORS = (TimeoutError, aiohttp.ClientError)
+# What an upstream call raises when no response arrives or its body breaks off (aiohttp's errors: the SSRF
+# guard's refusal, which is one).
+TRANSPORT_ERRORS = (TimeoutError, TransportError, aiohttp.ClientError)

@@ -9,11 +9,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
 from proxy.adapters.base import ClientProtocol, InboundCall, StreamDecoder
 from proxy.asgi_io import ClientDisconnected, Receive, Send
+from proxy.attempts import TRANSPORT_ERRORS
 from proxy.canonical import (
     CanonicalRequest,
     CanonicalResponse,
@@ -25,6 +25,7 @@ from proxy.canonical import (
     ToolCallDelta,
     ToolCallStart,
 )
+from proxy.http_client import Response
 from proxy.redact import scrub_error
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
     except ClientDisconnected:
         raise
     except Exception as exc:  # a decoder choking on an odd payload is the provider's failure as much as a reset
-        if not isinstance(exc, GatewayError | aiohttp.ClientError | TimeoutError):
+        if not isinstance(exc, (GatewayError, *TRANSPORT_ERRORS)):
             log.exception("could not translate the provider's stream")
         err = exc if isinstance(exc, GatewayError) else GatewayError("upstream", "the provider's stream failed")
         if not sent_start:
@@ -135,10 +136,10 @@ async def relay(receive: Receive, send: Send, protocol: ClientProtocol, call: In
     await send({"type": "http.response.body", "body": b""})
 
 
-async def decoded(response: aiohttp.ClientResponse, decoder: StreamDecoder, secret: str = "") -> AsyncIterator[list]:
+async def decoded(response: Response, decoder: StreamDecoder, secret: str = "") -> AsyncIterator[list]:
     """Canonical event batches from a provider's stream; an error event it sends has the key scrubbed."""
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.iter_chunks():
             yield decoder.feed(chunk)
         yield decoder.close()
     except GatewayError as err:
