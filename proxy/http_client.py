@@ -210,6 +210,9 @@ def _expire(waiter: asyncio.Future) -> None:
         waiter.set_exception(TimeoutError("the provider did not answer in time"))
 
 
+_DEFLATE = object()  # a deflate body whose wrapping is not known before its first bytes
+
+
 class Response:
     """One upstream answer; its body is read with `read()` or `iter_chunks()`, then `release()`."""
 
@@ -224,8 +227,8 @@ class Response:
         length = self.headers.get("content-length")
         self.content_length = int(length) if length and length.isdigit() else None
         encoding = self.headers.get("content-encoding", "").strip().lower()
-        self._inflate = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15) if encoding in (
-            "gzip", "deflate") else None
+        self._inflate = zlib.decompressobj(wbits=31) if encoding == "gzip" else (
+            _DEFLATE if encoding == "deflate" else None)
         self._released = False
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
@@ -259,6 +262,10 @@ class Response:
         return self._inflated(body) if self._inflate is not None else body
 
     def _inflated(self, data: bytes) -> bytes:
+        if self._inflate is _DEFLATE:
+            # "deflate" means zlib-wrapped, yet some servers send it raw: the zlib header tells them apart
+            wrapped = len(data) < 2 or ((data[0] & 0x0F) == 8 and int.from_bytes(data[:2], "big") % 31 == 0)
+            self._inflate = zlib.decompressobj(wbits=15 if wrapped else -15)
         try:
             return self._inflate.decompress(data)
         except zlib.error as exc:
