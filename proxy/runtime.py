@@ -2,6 +2,7 @@
 
 from django.conf import settings
 
+from proxy import metrics
 from proxy.admission import Admission
 from proxy.auth_throttle import THROTTLE
 from proxy.config_cache import ConfigCache
@@ -30,6 +31,7 @@ class Runtime:
         await self.limits.close()  # releases this process's leases, sends pending settlements
         await self.health.close()
         await self.usage.close()
+        metrics.TALLY.flush()  # the last half second of metrics, before the process goes
         await THROTTLE.close()  # pending auth-failure audit events
         await self.upstream.close()
         await self.config.close()

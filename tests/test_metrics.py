@@ -141,3 +141,33 @@ def test_the_request_log_can_be_turned_off(gateway, setup, request_lines, settin
     chat(gateway, setup.token)
     wait_for_usage_rows(1)
     assert request_lines() == []
+
+
+async def test_tallied_updates_render_as_direct_updates_would():
+    """Per-request updates are tallied and applied a few times a second (proxy.metrics._Tally); what a scrape
+    then reads must be exactly what updating prometheus-client directly gives (this also catches a
+    prometheus-client release that changes the histogram internals the tally writes to)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from proxy.metrics import LATENCY_BUCKETS, _Tally
+
+    observations = [0.01, 0.07, 0.3, 0.3, 2.0, 299.0, 400.0]
+    rendered = []
+    for tallied in (False, True):
+        registry = CollectorRegistry()
+        latency = Histogram("t_latency_seconds", "t", ["route"], buckets=LATENCY_BUCKETS, registry=registry).labels("r")
+        tokens = Counter("t_tokens", "t", ["route"], registry=registry).labels("r")
+        tally = _Tally()
+        for seconds in observations:
+            if tallied:
+                tally.observe(latency, seconds)
+                tally.inc(tokens, 3)
+            else:
+                latency.observe(seconds)
+                tokens.inc(3)
+        if tallied:
+            assert tally.histograms and tally.counters  # held back within the running event loop...
+            tally.flush()  # ...until the timer (or a scrape) applies them
+        rendered.append([line for line in generate_latest(registry).decode().splitlines() if "_created" not in line])
+    assert rendered[0] == rendered[1]
+    assert 't_latency_seconds_bucket{le="0.1",route="r"} 2.0' in rendered[1]
