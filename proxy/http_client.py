@@ -298,11 +298,11 @@ class _PlainResolver:
 class HttpClient:
     """Pools of idle keep-alive connections per origin; one instance per event loop."""
 
-    def __init__(self, resolver=None, keepalive_timeout: float = 30.0) -> None:
+    def __init__(self, resolver=None, keepalive_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.resolver = resolver or _PlainResolver()
         self.keepalive_timeout = keepalive_timeout
         self._idle: dict[tuple, list[_Connection]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's trusted CAs, hostnames verified
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], *, connect_timeout: float,
                    read_timeout: float, total: float | None = None) -> Response:

@@ -543,3 +543,67 @@ async def test_guarded_resolver_decides_whether_localhost_is_dialled(allow_priva
     finally:
         await client.close()
         await resolver.close()
+
+
+# -- TLS (every real provider is reached over https) ------------------------------------------------------------
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for localhost / 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+async def test_https_is_verified_against_trusted_certificates_and_pooled(tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    connections = itertools.count(1)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        next(connections)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+            body = await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    trusting = HttpClient(ssl_context=ssl.create_default_context(cafile=cert))
+    default = HttpClient()  # the system's CAs: a self-signed certificate is refused
+    try:
+        for _ in range(2):
+            assert await read_all(await post(trusting, f"https://localhost:{port}/v1/x", b'{"over":"tls"}')) \
+                == b'{"over":"tls"}'
+        assert trusting.idle_connections() == 1
+        assert next(connections) == 2  # both requests went over the one TLS connection
+        with pytest.raises(ConnectFailed):
+            await post(default, f"https://localhost:{port}/v1/x")
+    finally:
+        await trusting.close()
+        await default.close()
+        server.close()
