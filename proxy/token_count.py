@@ -24,7 +24,7 @@ from proxy.adapters.gemini import GeminiClient
 from proxy.adapters.gemini_parts import get
 from proxy.adapters.gemini_upstream import error_from_gemini_response, gemini_body, gemini_headers, model_url
 from proxy.adapters.validation import require_dict
-from proxy.asgi_io import Receive, Scope, Send
+from proxy.asgi_io import Receive, Scope, Send, header
 from proxy.canonical import CanonicalRequest, GatewayError, Usage
 from proxy.side_calls import Answer, SideCall, read_json_object, serve
 from routing.selector import Candidate
@@ -46,7 +46,9 @@ class TokenCount(SideCall):
             full = anthropic_body(self.request, upstream_model)
             body = {key: full[key] for key in ANTHROPIC_COUNT_FIELDS if key in full}
             return UpstreamRequest(messages_url(provider.base_url, "/v1/messages/count_tokens"),
-                                   anthropic_headers(secret, provider.extra_headers), orjson.dumps(body))
+                                   anthropic_headers(secret, provider.extra_headers,
+                                                     self.request.extra.get("anthropic_beta", "")),
+                                   orjson.dumps(body))
         if provider.kind == "gemini":
             name = "models/" + upstream_model.removeprefix("models/")
             inner = {**gemini_body(self.request), "model": name}
@@ -71,9 +73,11 @@ class TokenCount(SideCall):
 
 
 class AnthropicCount(TokenCount):
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: Any, betas: str = "") -> None:
         self.request = parse_anthropic_request(body, need_max_tokens=False)
         self.model = self.request.model
+        if betas:  # the client's `anthropic-beta`, as on /v1/messages (an Anthropic upstream reads it)
+            self.request.extra["anthropic_beta"] = betas
 
     def answer(self, kind: str, body: bytes) -> Answer:
         tokens, data = self.count(kind, body)
@@ -99,7 +103,8 @@ class GeminiCount(TokenCount):
 
 
 async def anthropic_count_tokens(app, scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
-    await serve(app, scope, receive, send, "anthropic", AnthropicCount)
+    betas = (header(scope, b"anthropic-beta") or b"").decode("latin-1")
+    await serve(app, scope, receive, send, "anthropic", lambda body: AnthropicCount(body, betas))
 
 
 async def gemini_count_tokens(app, scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:

@@ -218,6 +218,11 @@ def test_anthropic_beta_is_forwarded_from_anthropic_clients_to_anthropic_upstrea
     assert sent["anthropic-beta"] == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
     # the version the gateway's conversions are written for, not one it cannot know
     assert sent["anthropic-version"] == "2023-06-01"
+    # token counting carries them too (a beta can change what counts, e.g. context management)
+    client.messages.count_tokens(model="claude-polish", messages=[{"role": "user", "content": "hi"}])
+    sent = fake.state.last_request()
+    assert sent["path"] == "/v1/messages/count_tokens"
+    assert sent["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
 
     # an OpenAI client's headers are not the Anthropic provider's business
     chat = openai.OpenAI(base_url=gateway.url + "/v1", api_key=setup.token, max_retries=0,
