@@ -65,13 +65,8 @@ async def list_models(app: "ProxyApp", scope: Scope, receive: Receive, send: Sen
     except GatewayError as err:
         await send_json(send, err.status, client_protocol("openai_chat").render_error(err))
         return
-    from routing.snapshot import model_allowed
-
-    data = [
-        {"id": route.model, "object": "model", "created": 0, "owned_by": "ds2api"}
-        for route in snapshot.public_models()
-        if model_allowed(route.model, token.team.allowed_models) and model_allowed(route.model, token.allowed_models)
-    ]
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "ds2api"}
+            for name in snapshot.visible_models(token)]
     await send_json(send, 200, {"object": "list", "data": data})
 
 

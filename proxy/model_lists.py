@@ -13,7 +13,6 @@ from proxy.adapters import client_protocol
 from proxy.asgi_io import Receive, Scope, Send, header, send_json
 from proxy.auth import authenticate
 from proxy.canonical import GatewayError
-from routing.snapshot import model_allowed
 
 # Routes have no release date; Anthropic's model objects require one.
 CREATED_AT = "2025-01-01T00:00:00Z"
@@ -48,8 +47,7 @@ def _openai_model(name: str) -> dict[str, Any]:
 async def _visible(app, scope: Scope) -> list[str]:
     snapshot = await app.runtime.config.get()
     token = authenticate(scope, snapshot)
-    return [route.model for route in snapshot.public_models()
-            if model_allowed(route.model, token.team.allowed_models) and model_allowed(route.model, token.allowed_models)]
+    return snapshot.visible_models(token)
 
 
 def _error_body(style: str, err: GatewayError) -> Any:

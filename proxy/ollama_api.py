@@ -14,7 +14,7 @@ import orjson
 from proxy.asgi_io import BodyTooLarge, ClientDisconnected, Receive, Scope, Send, read_body, send_json
 from proxy.auth import authenticate
 from proxy.canonical import GatewayError
-from routing.snapshot import Snapshot, TokenInfo, model_allowed
+from routing.snapshot import Snapshot, TokenInfo
 
 # The Ollama API version these endpoints follow; some clients gate features (tools, thinking) on it.
 OLLAMA_VERSION = "0.12.6"
@@ -28,8 +28,7 @@ def _details() -> dict[str, Any]:
 
 
 def _allowed(snapshot: Snapshot, token: TokenInfo) -> list[str]:
-    return [r.model for r in snapshot.public_models()
-            if model_allowed(r.model, token.team.allowed_models) and model_allowed(r.model, token.allowed_models)]
+    return snapshot.visible_models(token)
 
 
 def _modified_at(snapshot: Snapshot) -> str:

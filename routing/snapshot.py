@@ -120,8 +120,12 @@ class Snapshot:
                 return candidate
         return None
 
-    def public_models(self) -> list[RouteInfo]:
-        return [r for r in self.routes_exact.values()]
+    def visible_models(self, token: "TokenInfo") -> list[str]:
+        """The model names `token` may call, for model lists: every route's model, then its aliases (a glob
+        route names no model of its own)."""
+        names = [*self.routes_exact, *(alias for alias in self.routes_alias if alias not in self.routes_exact)]
+        return [name for name in names
+                if model_allowed(name, token.team.allowed_models) and model_allowed(name, token.allowed_models)]
 
 
 EMPTY = Snapshot({}, {}, (), {}, 0.0)

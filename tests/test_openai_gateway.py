@@ -72,6 +72,32 @@ def test_models_list_names_the_routes(setup_openai, gateway):
     assert [m.id for m in models.data] == ["gpt-test"]
 
 
+def test_model_lists_name_route_aliases_a_token_may_call(setup_openai, gateway):
+    from routing import services
+
+    services.save_route("gpt-test", [services.TargetSpec(setup_openai.provider, "gpt-test")],
+                        aliases=["gpt-latest", "internal-beta"])
+    limited = account_services.issue_token(setup_openai.team, "no-internal", allowed_models=["gpt-*"]).plaintext
+
+    def names(token: str) -> list[str]:
+        deadline = time.monotonic() + 5  # the snapshot reloads when the change is announced
+        while True:
+            listed = [m.id for m in client(gateway, token).models.list().data]
+            if len(listed) > 1 or time.monotonic() > deadline:
+                return listed
+            time.sleep(0.05)
+
+    assert names(setup_openai.token) == ["gpt-test", "gpt-latest", "internal-beta"]
+    assert names(limited) == ["gpt-test", "gpt-latest"]
+    assert client(gateway, limited).models.retrieve("gpt-latest").id == "gpt-latest"
+    tags = httpx.get(gateway.url + "/api/tags", headers={"authorization": f"Bearer {limited}"}).json()
+    assert [m["name"] for m in tags["models"]] == ["gpt-test", "gpt-latest"]
+    # and an alias answers as its route
+    reply = client(gateway, limited).chat.completions.create(
+        model="gpt-latest", messages=[{"role": "user", "content": "via alias"}])
+    assert reply.choices[0].message.content == "echo: via alias"
+
+
 @pytest.mark.parametrize("token", [None, "ds2-not-a-real-token-000000000000", "garbage"])
 def test_missing_or_invalid_token_gets_401_openai_error(setup_openai, gateway, token):
     headers = {"authorization": f"Bearer {token}"} if token else {}
