@@ -33,6 +33,9 @@ _FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 _ATTNAMES = [f.attname for f in _FIELDS]
 _COPY_SQL = f"COPY {_TABLE} (id, {', '.join(f.column for f in _FIELDS)}) FROM STDIN"
 _IDS_SQL = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
+# Table and column names come from the model, values are parameters.
+_RETRY_SQL = (f"INSERT INTO {_TABLE} (id, {', '.join(f.column for f in _FIELDS)}) "  # noqa: S608
+              f"VALUES ({', '.join(['%s'] * (len(_FIELDS) + 1))}) ON CONFLICT (id) DO NOTHING")
 _DEFAULTS = {f.attname: f.get_default() for f in _FIELDS if f.attname != "created_at"}
 
 
@@ -55,14 +58,23 @@ class PendingUsage:
 def _insert(rows: list[PendingUsage]) -> None:
     """COPY the batch in: several times cheaper than an INSERT built by the ORM, which at a few thousand
     requests/s was a tenth of the gateway's CPU. Ids come from the table's sequence first, so the rows
-    carry their primary keys afterwards (the live request log links to them)."""
+    carry their primary keys afterwards (the live request log links to them).
+
+    A row keeps its id across attempts: when a batch comes back after a failed write (which may have been
+    stored all the same, e.g. the commit went through but its answer was lost), it is inserted skipping ids
+    already present, so no request is ever counted twice."""
+    fresh = [row for row in rows if row.pk is None]
     with connection.cursor() as cursor:
-        cursor.execute(_IDS_SQL, [_TABLE, len(rows)])
-        ids = [pk for (pk,) in cursor.fetchall()]
-        with cursor.cursor.copy(_COPY_SQL) as copy:
-            for pk, row in zip(ids, rows, strict=True):
+        if fresh:
+            cursor.execute(_IDS_SQL, [_TABLE, len(fresh)])
+            for (pk,), row in zip(cursor.fetchall(), fresh, strict=True):
                 row.pk = pk
-                copy.write_row([pk, *[getattr(row, name) for name in _ATTNAMES]])
+        if len(fresh) == len(rows):
+            with cursor.cursor.copy(_COPY_SQL) as copy:
+                for row in rows:
+                    copy.write_row([row.pk, *[getattr(row, name) for name in _ATTNAMES]])
+        else:
+            cursor.executemany(_RETRY_SQL, [[row.pk, *[getattr(row, name) for name in _ATTNAMES]] for row in rows])
 
 
 def _write(rows: list[PendingUsage]) -> None:

@@ -10,6 +10,7 @@ import json
 import time
 
 import httpx
+import pytest
 from django.db.models import Count, Q, Sum
 
 from proxy.models import UsageRecord
@@ -119,3 +120,33 @@ def test_two_thousand_mixed_requests_make_two_thousand_exact_rows(fake, gateway)
     assert sum(per_status.values()) == TOTAL
     assert rows.filter(Q(streamed=True)).count() == len(by_kind["stream"]) + len(by_kind["abort"])
     assert rows.filter(attempts=2, status=200, client_model="gpt-test").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_batch_stored_although_its_write_failed_is_not_stored_twice(monkeypatch):
+    """The rows went in but the write still failed afterwards (as when a commit's answer is lost): the batch
+    comes back for another try, which must not count those requests a second time."""
+    from django.db import OperationalError
+
+    from proxy import usage
+
+    stored = usage.budgets.add_spend
+    failures = iter([OperationalError("server closed the connection unexpectedly")])
+
+    def add_spend_once_failing(rows):
+        stored(rows)
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    monkeypatch.setattr(usage.budgets, "add_spend", add_spend_once_failing)
+    monkeypatch.setattr(usage.live_feed, "schedule_usage", lambda rows: None)  # no dashboard listening here
+    recorder = usage.UsageRecorder()
+    for i in range(3):
+        recorder.add(request_id=f"twice-{i}", client_protocol="openai_chat", status=200, input_tokens=2)
+    assert await recorder.flush() == 0  # failed: kept to retry
+    recorder.add(request_id="twice-3", client_protocol="openai_chat", status=200, input_tokens=2)
+    await recorder.close()  # writes what is left (the recorder's own flusher may have been first)
+    ids = await asyncio.to_thread(lambda: sorted(UsageRecord.objects.filter(
+        request_id__startswith="twice-").values_list("request_id", flat=True)))
+    assert ids == ["twice-0", "twice-1", "twice-2", "twice-3"]
