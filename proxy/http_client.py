@@ -105,7 +105,7 @@ class _Connection(asyncio.Protocol):
     def _reset_response(self) -> None:
         self.header_pairs: list[tuple[str, str]] = []
         self.status = 0
-        self.headers_done = self.complete = self.received = self.paused = self.keep_alive = False
+        self.headers_done = self.complete = self.received = self.paused = self.keep_alive = self.interim = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.error: Exception | None = None
@@ -144,7 +144,11 @@ class _Connection(asyncio.Protocol):
         self.header_pairs.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self.header_pairs, self.interim = [], True
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         self.headers_done = True
         self._wake()
@@ -158,6 +162,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
         self._wake()
 

@@ -468,6 +468,20 @@ async def test_redirect_is_returned_not_followed(client):
     assert len(server.requests) == 1
 
 
+async def test_interim_answers_are_skipped_for_the_real_one(client):
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+        writer.write(reply("200 OK", b"the answer", "x-final: yes"))
+        return True
+
+    async with RawServer(answer) as server:
+        for _ in range(2):  # and the connection stays in step for the next request
+            response = await post(client, server.url)
+            assert (response.status, response.headers.get("x-final"), "link" in response.headers) == (200, "yes", False)
+            assert await read_all(response) == b"the answer"
+        assert client.idle_connections() == 1 and len({seen.connection for seen in server.requests}) == 1
+
+
 async def test_partly_read_response_released_closes_its_connection(client):
     size = 1_000_000
 
