@@ -70,7 +70,9 @@ def _insert(rows: list[PendingUsage]) -> None:
             for (pk,), row in zip(cursor.fetchall(), fresh, strict=True):
                 row.pk = pk
         if len(fresh) == len(rows):
-            with cursor.cursor.copy(_COPY_SQL) as copy:
+            # psycopg's COPY, under Django's error translation: a dropped connection must surface as Django's
+            # DatabaseError (the flusher keeps the rows) and mark the connection for replacement
+            with connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
                 for row in rows:
                     copy.write_row([row.pk, *[getattr(row, name) for name in _ATTNAMES]])
         else:
@@ -150,8 +152,11 @@ class UsageRecorder:
             if rows:
                 try:
                     await run_db(_write, rows)
-                except (DatabaseError, InterfaceError) as exc:
-                    log.warning("usage write failed (%s); keeping %d rows to retry", exc, len(rows))
+                except Exception as exc:  # whatever failed, the rows are kept: they are what bills a request
+                    if isinstance(exc, DatabaseError | InterfaceError):
+                        log.warning("usage write failed (%s); keeping %d rows to retry", exc, len(rows))
+                    else:
+                        log.exception("usage write failed unexpectedly; keeping %d rows to retry", len(rows))
                     self._buffer[:0] = rows
                     await asyncio.sleep(1.0)
                     return 0

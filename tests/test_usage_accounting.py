@@ -150,3 +150,23 @@ async def test_a_batch_stored_although_its_write_failed_is_not_stored_twice(monk
     ids = await asyncio.to_thread(lambda: sorted(UsageRecord.objects.filter(
         request_id__startswith="twice-").values_list("request_id", flat=True)))
     assert ids == ["twice-0", "twice-1", "twice-2", "twice-3"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_database_error_inside_the_copy_keeps_the_rows(monkeypatch):
+    """COPY runs on psycopg's own cursor: an error there (the server going away mid-batch) must not escape the
+    flusher and take the batch with it."""
+    from proxy import usage
+
+    monkeypatch.setattr(usage.live_feed, "schedule_usage", lambda rows: None)
+    monkeypatch.setattr(usage, "_COPY_SQL", "COPY no_such_table (id) FROM STDIN")
+    recorder = usage.UsageRecorder()
+    for i in range(3):
+        recorder.add(request_id=f"copy-{i}", client_protocol="openai_chat", status=200)
+    assert await recorder.flush() == 0  # failed, nothing lost
+    monkeypatch.undo()
+    monkeypatch.setattr(usage.live_feed, "schedule_usage", lambda rows: None)
+    await recorder.close()
+    ids = await asyncio.to_thread(lambda: sorted(UsageRecord.objects.filter(
+        request_id__startswith="copy-").values_list("request_id", flat=True)))
+    assert ids == ["copy-0", "copy-1", "copy-2"]
