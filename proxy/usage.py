@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -79,9 +79,27 @@ def _insert(rows: list[PendingUsage]) -> None:
             cursor.executemany(_RETRY_SQL, [[row.pk, *[getattr(row, name) for name in _ATTNAMES]] for row in rows])
 
 
+def _insert_each(rows: list[PendingUsage]) -> list[PendingUsage]:
+    """After the database refused a batch for its content: every row on its own, dropping (and logging) only
+    those it refuses, e.g. a provider reporting a negative or absurd token count. Returns the rows stored."""
+    stored = []
+    with connection.cursor() as cursor:
+        for row in rows:
+            try:
+                cursor.execute(_RETRY_SQL, [row.pk, *[getattr(row, name) for name in _ATTNAMES]])
+            except (DataError, IntegrityError) as exc:
+                log.error("usage row of request %s refused by the database, dropped (%s)", row.request_id, exc)
+                continue
+            stored.append(row)
+    return stored
+
+
 def _write(rows: list[PendingUsage]) -> None:
     pricing.apply_costs(rows)
-    _insert(rows)
+    try:
+        _insert(rows)
+    except (DataError, IntegrityError):  # retrying the batch would fail forever: keep all the rows it can
+        rows = _insert_each(rows)
     budgets.add_spend(rows)  # after the rows are stored: a rebuilt counter already includes them
     try:
         _mark_tokens_used(rows)

@@ -170,3 +170,21 @@ async def test_a_database_error_inside_the_copy_keeps_the_rows(monkeypatch):
     ids = await asyncio.to_thread(lambda: sorted(UsageRecord.objects.filter(
         request_id__startswith="copy-").values_list("request_id", flat=True)))
     assert ids == ["copy-0", "copy-1", "copy-2"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_rows_the_database_refuses_are_dropped_alone(monkeypatch, caplog):
+    """A provider reporting an impossible token count must not hold the batch (and every later one) back."""
+    from proxy import usage
+
+    monkeypatch.setattr(usage.live_feed, "schedule_usage", lambda rows: None)
+    recorder = usage.UsageRecorder()
+    recorder.add(request_id="refused-ok-1", client_protocol="openai_chat", status=200, input_tokens=3)
+    recorder.add(request_id="refused-negative", client_protocol="openai_chat", status=200, input_tokens=-5)
+    recorder.add(request_id="refused-huge", client_protocol="openai_chat", status=200, output_tokens=3_000_000_000)
+    recorder.add(request_id="refused-ok-2", client_protocol="openai_chat", status=200, input_tokens=4)
+    await recorder.close()
+    ids = await asyncio.to_thread(lambda: sorted(UsageRecord.objects.filter(
+        request_id__startswith="refused-").values_list("request_id", flat=True)))
+    assert ids == ["refused-ok-1", "refused-ok-2"]
+    assert "refused-negative" in caplog.text and "refused-huge" in caplog.text
