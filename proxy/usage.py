@@ -37,6 +37,8 @@ _IDS_SQL = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_serie
 _RETRY_SQL = (f"INSERT INTO {_TABLE} (id, {', '.join(f.column for f in _FIELDS)}) "  # noqa: S608
               f"VALUES ({', '.join(['%s'] * (len(_FIELDS) + 1))}) ON CONFLICT (id) DO NOTHING")
 _DEFAULTS = {f.attname: f.get_default() for f in _FIELDS if f.attname != "created_at"}
+_COUNTS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "latency_ms")
+_COUNT_MAX = 2**31 - 1  # PostgreSQL integer
 
 
 class PendingUsage:
@@ -51,6 +53,10 @@ class PendingUsage:
     def __init__(self, fields: dict) -> None:
         for name, default in _DEFAULTS.items():
             setattr(self, name, fields.get(name, default))
+        for name in _COUNTS:  # a provider's impossible count is recorded as the nearest the column holds
+            value = getattr(self, name)
+            if not 0 <= value <= _COUNT_MAX:
+                setattr(self, name, min(max(value, 0), _COUNT_MAX))
         self.created_at = fields.get("created_at") or timezone.now()
         self.pk = None
 

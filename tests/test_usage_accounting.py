@@ -174,7 +174,8 @@ async def test_a_database_error_inside_the_copy_keeps_the_rows(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 async def test_rows_the_database_refuses_are_dropped_alone(monkeypatch, caplog):
-    """A provider reporting an impossible token count must not hold the batch (and every later one) back."""
+    """A row the database refuses must not hold the batch (and every later one) back; impossible token counts
+    from a provider are kept within what the columns hold rather than refused."""
     from proxy import usage
 
     monkeypatch.setattr(usage.live_feed, "schedule_usage", lambda rows: None)
@@ -182,9 +183,12 @@ async def test_rows_the_database_refuses_are_dropped_alone(monkeypatch, caplog):
     recorder.add(request_id="refused-ok-1", client_protocol="openai_chat", status=200, input_tokens=3)
     recorder.add(request_id="refused-negative", client_protocol="openai_chat", status=200, input_tokens=-5)
     recorder.add(request_id="refused-huge", client_protocol="openai_chat", status=200, output_tokens=3_000_000_000)
+    recorder.add(request_id="refused-bad", client_protocol="x" * 40, status=200)  # past the column's 30
     recorder.add(request_id="refused-ok-2", client_protocol="openai_chat", status=200, input_tokens=4)
     await recorder.close()
-    ids = await asyncio.to_thread(lambda: sorted(UsageRecord.objects.filter(
-        request_id__startswith="refused-").values_list("request_id", flat=True)))
-    assert ids == ["refused-ok-1", "refused-ok-2"]
-    assert "refused-negative" in caplog.text and "refused-huge" in caplog.text
+    rows = await asyncio.to_thread(lambda: dict(UsageRecord.objects.filter(request_id__startswith="refused-")
+                                                .values_list("request_id", "input_tokens")))
+    assert rows == {"refused-ok-1": 3, "refused-negative": 0, "refused-huge": 0, "refused-ok-2": 4}
+    huge = await asyncio.to_thread(lambda: UsageRecord.objects.get(request_id="refused-huge").output_tokens)
+    assert huge == 2**31 - 1
+    assert "refused-bad" in caplog.text
