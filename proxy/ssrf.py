@@ -4,7 +4,8 @@ provider's base URL when it is saved (routing/validators.py).
 Checking only at save time would leave two holes: a name that resolved to a public address then and resolves
 to 169.254.169.254 now (DNS rebinding), and names that are not looked up at save time at all because private
 upstreams are allowed. So the upstream connector uses `GuardedResolver`: cloud-metadata addresses are always
-dropped, private/loopback/link-local ones unless DS2API_ALLOW_PRIVATE_UPSTREAMS is on. aiohttp skips the
+dropped, private/loopback/link-local ones unless DS2API_ALLOW_PRIVATE_UPSTREAMS is on (the upstream client,
+proxy/http_client.py, asks it for every new connection; image fetching's aiohttp connector too). Both skip the
 resolver for IP literals, which `refused_literal` covers (literals were validated when saved, but the
 allow-private switch may have been turned off since). Redirects are never followed, so a provider cannot
 bounce a request elsewhere either.
