@@ -379,7 +379,7 @@ class HttpClient:
 
     async def _connect(self, key: tuple, connect_timeout: float, deadline: float | None) -> _Connection:
         scheme, host, port = key
-        timeout = connect_timeout if deadline is None else min(connect_timeout, deadline - time.monotonic())
+        timeout = _budget(connect_timeout, deadline)
         try:
             async with asyncio.timeout(max(timeout, 0)):
                 addresses = await self._resolve(host, port)
